@@ -1,0 +1,1 @@
+"""Distilled Decoding for image autoregressive models."""
