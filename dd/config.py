@@ -1,0 +1,223 @@
+"""Configuration: one frozen dataclass per params.yaml section, validated once on load.
+
+params.yaml is the only source of hyperparameters. `load_config` reads it, rejects unknown keys and wrong
+types (naming the offending key and the fix), and returns a `Config` whose sections are frozen, so nothing
+downstream can change what ran. Derived quantities are properties or computed in code, never stored back.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A params file that does not describe a valid run; the message names the key and the fix."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sections (one per params.yaml section; field names are the params keys, the CLI options and metric keys)
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "fashion-mnist"     # "fashion-mnist" (Debian package) or a folder with one subfolder per class
+    image_size: int = 32              # images are centre-padded (or resized) to this square size
+    test_fraction: float = 0.15       # held out when an image folder has no train/ and test/ subfolders
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    channels: int = 32
+    feature_dim: int = 128
+    train_steps: int = 1500
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    patch_size: int = 4               # each token codes a patch_size x patch_size patch
+    codebook_size: int = 256          # V
+    code_dim: int = 8                 # d: dimension of the code vectors the flow map and the student see
+    kmeans_iterations: int = 25
+    kmeans_samples: int = 400_000     # patches sampled from the train split to fit the codebook
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (teacher or student): the loop in dd/training.py reads nothing else."""
+    train_steps: int = 3000
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    ema_decay: float = 0.999
+    checkpoint_every: int = 250       # steps between resumable checkpoints
+    log_every: int = 25
+    use_bf16: bool = True             # bf16 autocast for the forward/backward (weights and optimizer stay fp32)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    source: str = "train"             # "train": the pipeline trains it; "download": a published checkpoint
+    class_dropout: float = 0.1        # label -> null class during training, for classifier-free guidance
+    train: TrainConfig = TrainConfig()
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """The teacher's sampling recipe. DD distils the distribution AFTER these (method.md section 2)."""
+    cfg_scale: float = 1.5
+    temperature: float = 1.0
+    top_k: int = 0                    # 0 keeps every token
+    top_p: float = 1.0                # 1.0 keeps every token
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """The per-token flow map's ODE solver (dd/flow.py)."""
+    solver_steps: int = 20            # RK4 steps (4 field evaluations each) from t = 1 to t_end
+    t_end: float = 1e-3               # the token is read off here; basins are decided long before
+
+
+@dataclass(frozen=True)
+class PairsConfig:
+    num_pairs: int = 60_000
+    shard_size: int = 2_000           # pairs per webdataset tar; also the unit of resumption
+    batch_size: int = 250             # pairs computed at once; does not change the pairs (sample-indexed seeds)
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    timesteps: tuple[int, ...] = (0, 32)   # training timesteps in tokens already data: all-noise + one intermediate
+    steps: int = 1                          # sampling steps: 1 (t=0) or 2 (t=0 then the largest timestep)
+    train: TrainConfig = TrainConfig()
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    num_samples: int = 10_000         # per method; class i % num_classes for sample i (balanced)
+    batch_size: int = 250
+    skip_tokens: int = 32             # the skip baseline's teacher stops this many tokens early
+    seed: int = 2
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    batch_sizes: tuple[int, ...] = (1, 256)
+    repeats: int = 5                  # the median of this many timed runs is reported
+    threads: int = 0                  # torch threads while timing; 0 keeps torch's default
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    precision_recall_k: int = 3
+    grid_samples: int = 100           # images per PNG grid (a square number lays out best)
+    latency_batch_size: int = 256     # whose seconds_per_image goes into eval.json
+
+
+@dataclass(frozen=True)
+class Config:
+    teachers: tuple[str, ...] = ("llamagen-tiny",)
+    data: DataConfig = DataConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    recipe: RecipeConfig = RecipeConfig()
+    flow: FlowConfig = FlowConfig()
+    pairs: PairsConfig = PairsConfig()
+    student: StudentConfig = StudentConfig()
+    sample: SampleConfig = SampleConfig()
+    latency: LatencyConfig = LatencyConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    def __post_init__(self):
+        checks = {
+            "student.steps": self.student.steps in (1, 2),
+            "student.timesteps": len(self.student.timesteps) >= 1 and self.student.timesteps[0] == 0,
+            "teacher.source": self.teacher.source in ("train", "download"),
+            "pairs.shard_size": self.pairs.shard_size > 0 and self.pairs.num_pairs > 0,
+            "student.timesteps (2 steps)": self.student.steps == 1 or len(self.student.timesteps) >= 2,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"invalid value for {key}: {_HINTS[key]}")
+
+
+_HINTS = {
+    "student.steps": "use 1 or 2",
+    "student.timesteps": "a list starting with 0 (the all-noise timestep), e.g. [0, 32]",
+    "teacher.source": "use 'train' or 'download'",
+    "pairs.shard_size": "num_pairs and shard_size must be positive",
+    "student.timesteps (2 steps)": "2-step sampling needs an intermediate timestep, e.g. timesteps: [0, 32]",
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading and validation
+# ---------------------------------------------------------------------------------------------------------
+
+def _check_value(value, annotation, key: str):
+    """Return `value` converted to `annotation`, or raise ConfigError naming `key`."""
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"params key '{key}' must be a mapping of {annotation.__name__} fields")
+        return _from_dict(annotation, value, key + ".")
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        (item_type, _) = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"params key '{key}' must be a list, got {value!r}")
+        return tuple(_check_value(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool) and type(value) is annotation:
+        return value
+    raise ConfigError(f"params key '{key}' must be {annotation.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def _from_dict(cls, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown params key '{prefix}{unknown[0]}'; valid keys here: {', '.join(sorted(names))}")
+    return cls(**{name: _check_value(value, hints[name], prefix + name) for name, value in data.items()})
+
+
+def config_from_dict(data: dict) -> Config:
+    """Validate a parsed params mapping; defaults fill keys it leaves out."""
+    return _from_dict(Config, data or {})
+
+
+def load_config(path: str | Path = "params.yaml") -> Config:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} not found: run from the project root, or pass --params PATH")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from error
+    return config_from_dict(data)
+
+
+def to_dict(section) -> dict:
+    """A section as plain JSON-able data (for config.json files and fingerprints)."""
+    return json.loads(json.dumps(dataclasses.asdict(section)))
+
+
+def fingerprint(*sections) -> str:
+    """A short stable hash of config sections: resumable stages refuse state written under other params."""
+    text = json.dumps([to_dict(s) if dataclasses.is_dataclass(s) else s for s in sections], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,98 @@
+"""Samplers: pure functions from (labels, noise) to tokens, one per method, in a registry.
+
+Every method draws its randomness from one per-sample Gaussian noise tensor (B, L, d), made by
+`per_sample_noise` from (seed, sample index) alone, so sample i is the same image whatever the batch size or
+the number of processes. Methods that need a uniform draw per token (the teacher's multinomial, the onestep
+baseline) take it from the noise's first channel through the normal CDF, u = Phi(noise[..., 0]).
+
+Methods (method.md section 6):
+  teacher   the teacher's KV-cached AR sampling with its recipe (inverse-CDF draw of each token)
+  dd        the DD student: 1 step on pure noise; 2 steps re-runs it at t2 on (first t2 tokens, same noise)
+  onestep   every token drawn independently from its per-position, per-class marginal (no model trained)
+  skip      the teacher generates all but the last `skip_tokens` tokens; those are drawn like onestep,
+            from the per-position marginals, i.e. in one parallel step instead of skip_tokens AR steps
+
+Dimensions: B batch, L image tokens, V codebook size, d code dimension, K classes.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor
+
+from dd.config import RecipeConfig
+from dd.models.llamagen import GPT
+from dd.student import student_inputs
+from dd.teachers import generate
+
+# sampler(labels (B,), noise (B, L, d)) -> tokens (B, L)
+Sampler = Callable[[Tensor, Tensor], Tensor]
+
+
+def per_sample_noise(seed: int, indices: Iterable[int], num_tokens: int, code_dim: int) -> Tensor:
+    """N(0, I) noise (B, L, d), row b drawn from its own generator seeded by (seed, indices[b])."""
+    rows = []
+    for index in indices:
+        generator = torch.Generator().manual_seed((seed << 32) + int(index))
+        rows.append(torch.randn(num_tokens, code_dim, generator=generator))
+    return torch.stack(rows)
+
+
+def balanced_labels(indices: Iterable[int], num_classes: int) -> Tensor:
+    """Sample i gets class i % num_classes: every class equally often, as in the balanced test split."""
+    return torch.tensor([int(i) % num_classes for i in indices], dtype=torch.long)
+
+
+def inverse_cdf(probs: Tensor, uniform: Tensor) -> Tensor:
+    """Draw from each row of probs (..., V) with its uniform (...): the first token whose CDF reaches u."""
+    cdf = probs.cumsum(-1)
+    return torch.searchsorted(cdf, (uniform * cdf[..., -1]).unsqueeze(-1).contiguous()).squeeze(-1)
+
+
+def token_uniforms(noise: Tensor) -> Tensor:
+    """One uniform per token from the noise's first channel: (B, L, d) -> (B, L)."""
+    return torch.special.ndtr(noise[..., 0])
+
+
+def token_marginals(tokens: Tensor, labels: Tensor, num_classes: int, vocab_size: int) -> Tensor:
+    """Per-class, per-position token frequencies (K, L, V) estimated from teacher tokens (N, L)."""
+    num_tokens = tokens.shape[1]
+    flat_index = (labels[:, None] * num_tokens + torch.arange(num_tokens)) * vocab_size + tokens   # (N, L)
+    counts = torch.bincount(flat_index.flatten(), minlength=num_classes * num_tokens * vocab_size)
+    counts = counts.reshape(num_classes, num_tokens, vocab_size).double()
+    return (counts / counts.sum(-1, keepdim=True).clamp(min=1)).float()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The methods
+# ---------------------------------------------------------------------------------------------------------
+
+@torch.inference_mode()
+def sample_teacher(teacher: GPT, recipe: RecipeConfig, labels: Tensor, noise: Tensor, num_tokens: int | None = None) -> Tensor:
+    uniforms = token_uniforms(noise)                                      # (B, L)
+    return generate(teacher, labels, recipe, lambda probs, i: inverse_cdf(probs, uniforms[:, i]), num_tokens)
+
+
+@torch.inference_mode()
+def sample_onestep(marginals: Tensor, labels: Tensor, noise: Tensor) -> Tensor:
+    return inverse_cdf(marginals[labels], token_uniforms(noise))           # (B, L, V) -> (B, L)
+
+
+@torch.inference_mode()
+def sample_skip(teacher: GPT, recipe: RecipeConfig, marginals: Tensor, skip_tokens: int, labels: Tensor, noise: Tensor) -> Tensor:
+    num_tokens = noise.shape[1]
+    prefix = sample_teacher(teacher, recipe, labels, noise, num_tokens - skip_tokens)
+    rest = sample_onestep(marginals[:, num_tokens - skip_tokens:], labels, noise[:, num_tokens - skip_tokens:])
+    return torch.cat([prefix, rest], dim=1)
+
+
+@torch.inference_mode()
+def sample_dd(student, codebook: Tensor, steps: int, intermediate: int, labels: Tensor, noise: Tensor) -> Tensor:
+    """DD sampling (method.md section 6): one student call on pure noise, optionally a second at t2."""
+    tokens = student.predict(labels, noise, timestep=0)
+    if steps == 2:
+        inputs = student_inputs(tokens, noise, codebook, intermediate)     # first t2 tokens as codes, rest noise
+        tokens = torch.cat([tokens[:, :intermediate],
+                            student.predict(labels, inputs, timestep=intermediate)[:, intermediate:]], dim=1)
+    return tokens

@@ -1,0 +1,89 @@
+"""The DD student for raster-order teachers (method.md section 5; the paper's released LlamaGen student).
+
+The student is the teacher's backbone, initialised from the teacher's weights, that reads CONTINUOUS token
+vectors: the codebook vector of a token that is already data, or the noise vector of a position that is still
+noise. Input i at sequence position 1 + i (after the class token) is that vector for image token i, and the
+output at the same position predicts token i, so with causal attention output i sees the class, every earlier
+input and its own noise eps_i, which is exactly what the flow map's token i depends on (eps_i and q_<i).
+
+Changes to the teacher's module tree, as the paper's code does:
+  - tok_embeddings (nn.Embedding) is replaced by input_projection = Linear(d -> C). It is initialised by least
+    squares so that input_projection(c_j) ~ tok_embeddings[j]: a data position starts out embedded as the
+    teacher embeds that token.
+  - kind_embedding = Embedding(2, C) marks each position noise (0) or data (1); it starts at zero.
+The teacher's logits head predicts the distilled token; at timestep t the first t inputs are data.
+
+Loss (our choice; the paper leaves it unpublished): cross-entropy of the logits against the pair's tokens at
+the positions that are still noise. The target is a deterministic function of (class, noise), so the Bayes
+optimum is a one-hot prediction and cross-entropy is its maximum-likelihood fit; it needs no decoder in the
+loop, and argmax of the logits gives the token at sampling time. Positions already data are given, not
+predicted, so they carry no loss.
+
+Dimensions: B batch, L image tokens, C model width, V codebook size, d code dimension.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dd.models.llamagen import GPT
+
+
+def data_mask(num_tokens: int, timestep: int | Tensor, device) -> Tensor:
+    """True where a position is already data at timestep t (int, or (B,) per sample): (1 or B, L)."""
+    return torch.arange(num_tokens, device=device) < torch.as_tensor(timestep, device=device).reshape(-1, 1)
+
+
+def student_inputs(tokens: Tensor, noise: Tensor, codebook: Tensor, timestep: int | Tensor) -> Tensor:
+    """The trajectory state at timestep t: codes of the first t tokens, the original noise after them.
+
+    tokens (B, L), noise (B, L, d), timestep an int or (B,) -> inputs (B, L, d).
+    """
+    is_data = data_mask(tokens.shape[1], timestep, tokens.device)
+    return torch.where(is_data[..., None], codebook[tokens], noise)          # (B, L, d)
+
+
+class DDStudent(nn.Module):
+    def __init__(self, teacher_like: GPT, code_dim: int):
+        super().__init__()
+        config = teacher_like.config
+        self.gpt = GPT(config)
+        del self.gpt.tok_embeddings                      # the student never reads discrete tokens
+        self.input_projection = nn.Linear(code_dim, config.dim)
+        self.kind_embedding = nn.Embedding(2, config.dim)
+        nn.init.zeros_(self.kind_embedding.weight)
+
+    @classmethod
+    def from_teacher(cls, teacher: GPT, codebook: Tensor) -> "DDStudent":
+        """A student whose shared weights are copies of the teacher's (the teacher itself is left untouched)."""
+        student = cls(teacher, codebook.shape[1])
+        shared = {k: v for k, v in teacher.state_dict().items() if not k.startswith("tok_embeddings.")}
+        student.gpt.load_state_dict(shared, strict=True)
+        # Least squares W, b with [c_j, 1] @ [W; b] ~ tok_embeddings[j] over the codebook.
+        design = torch.cat([codebook, torch.ones(len(codebook), 1)], dim=1).double()       # (V, d + 1)
+        solution = torch.linalg.lstsq(design, teacher.tok_embeddings.weight.detach().double()).solution
+        with torch.no_grad():
+            student.input_projection.weight.copy_(solution[:-1].T)
+            student.input_projection.bias.copy_(solution[-1])
+        return student
+
+    def forward(self, labels: Tensor, inputs: Tensor, timestep: Tensor | int) -> Tensor:
+        """labels (B,), inputs (B, L, d), timestep int or (B,) -> logits (B, L, V) for every image token."""
+        is_data = data_mask(inputs.shape[1], timestep, inputs.device)
+        tokens_h = self.input_projection(inputs) + self.kind_embedding(is_data.long().expand(len(inputs), -1))  # (B, L, C)
+        h = torch.cat([self.gpt.embed_class(labels), tokens_h], dim=1)                      # (B, 1 + L, C)
+        h = self.gpt.backbone(h)                                                            # (B, 1 + L, C)
+        return self.gpt.logits(h[:, 1:])                                                    # (B, L, V)
+
+    def predict(self, labels: Tensor, inputs: Tensor, timestep: int) -> Tensor:
+        """Tokens (B, L): argmax of the logits."""
+        return self.forward(labels, inputs, timestep).argmax(-1)
+
+
+def student_loss(student: DDStudent, labels: Tensor, noise: Tensor, tokens: Tensor, codebook: Tensor, timesteps: Tensor) -> Tensor:
+    """Cross-entropy at the positions still noise at each sample's timestep (B,)."""
+    logits = student(labels, student_inputs(tokens, noise, codebook, timesteps), timesteps)   # (B, L, V)
+    is_noise = ~data_mask(tokens.shape[1], timesteps, tokens.device)                            # (B, L)
+    per_token = F.cross_entropy(logits.transpose(1, 2).float(), tokens, reduction="none")      # (B, L)
+    return (per_token * is_noise).sum() / is_noise.sum()

@@ -1,0 +1,91 @@
+"""Teachers: a frozen AR model, its codebook and its sampling recipe, behind one generation loop.
+
+Everything downstream (the flow map, pair generation, sampling, the student) asks a teacher one question:
+"given what is already generated, what is the categorical distribution of the next token, after the
+sampling recipe?" `generate` runs the teacher's KV-cached loop and hands each distribution to a `choose`
+function: a random draw for ordinary sampling, the flow map for DD pairs. The loop has static shapes and no
+host synchronisation (positions are device tensors, the cache is preallocated), so a whole loop can be
+captured as one CUDA graph.
+
+The frozen teacher is never a submodule of the student: it is loaded here with eval() and
+requires_grad_(False) and passed around explicitly.
+
+Dimensions: B batch, L image tokens, V codebook size, d code dimension.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from dd.checkpoint import load_json, load_state_dict
+from dd.config import RecipeConfig
+from dd.models.llamagen import GPT, PRESETS, KVCache
+
+# choose(probs (B, V), position) -> tokens (B,)
+Chooser = Callable[[Tensor, int], Tensor]
+
+
+def build_model(preset: str) -> GPT:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown teacher preset '{preset}'; available: {', '.join(sorted(PRESETS))}")
+    return GPT(PRESETS[preset])
+
+
+def load_teacher(weights_path: str | Path) -> GPT:
+    """A trained teacher, frozen: weights_path is model.pt beside a model.json naming its preset."""
+    weights_path = Path(weights_path)
+    meta = load_json(weights_path.with_suffix(".json"))
+    model = build_model(meta["preset"])
+    model.load_state_dict(load_state_dict(weights_path), strict=True)
+    return model.eval().requires_grad_(False)
+
+
+def apply_recipe(logits: Tensor, recipe: RecipeConfig) -> Tensor:
+    """Teacher logits -> the categorical it samples from: CFG, temperature, top-k, top-p (LlamaGen's order).
+
+    logits: (2B, V) with the conditional rows first and the unconditional (null class) rows second when
+    recipe.cfg_scale != 1, else (B, V). Returns probs (B, V) float32; removed tokens get probability 0.
+    """
+    logits = logits.float()
+    if recipe.cfg_scale != 1.0:
+        conditional, unconditional = logits.chunk(2)
+        logits = unconditional + recipe.cfg_scale * (conditional - unconditional)
+    logits = logits / recipe.temperature
+    if 0 < recipe.top_k < logits.shape[-1]:
+        kth_largest = logits.topk(recipe.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth_largest, float("-inf"))
+    if recipe.top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        # Drop a token when the ones ranked above it already hold top_p of the mass (the first always stays).
+        drop_sorted = (cumulative - sorted_logits.softmax(-1)) >= recipe.top_p
+        logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
+    return logits.softmax(-1)
+
+
+def generate(model: GPT, labels: Tensor, recipe: RecipeConfig, choose: Chooser, num_tokens: int | None = None) -> Tensor:
+    """The teacher's raster-order loop with a static KV cache: returns tokens (B, num_tokens) int64.
+
+    Position 0 of the sequence is the class token; the hidden state at position i predicts image token i.
+    """
+    config = model.config
+    num_tokens = config.num_image_tokens if num_tokens is None else num_tokens
+    device = labels.device
+    use_cfg = recipe.cfg_scale != 1.0
+    rows = torch.cat([labels, torch.full_like(labels, config.num_classes)]) if use_cfg else labels   # (2B,) or (B,)
+    dtype = next(model.parameters()).dtype
+    cache = KVCache.allocate(config, len(rows), dtype, device)
+    positions = torch.arange(config.max_seq_len, device=device)
+    tokens = torch.empty(len(labels), num_tokens, dtype=torch.long, device=device)
+
+    h = model.embed_class(rows)                                            # (rows, 1, C)
+    for i in range(num_tokens):
+        h = model.backbone_step(h, positions[i], cache)                    # (rows, 1, C)
+        probs = apply_recipe(model.logits(h[:, 0]), recipe)                 # (B, V)
+        tokens[:, i] = choose(probs, i)
+        next_tokens = tokens[:, i].repeat(2) if use_cfg else tokens[:, i]
+        h = model.embed_tokens(next_tokens[:, None])                       # (rows, 1, C)
+    return tokens

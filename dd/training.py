@@ -1,0 +1,119 @@
+"""One explicit training loop, used for the teacher and the DD student.
+
+Progress is counted in steps of `batch_size` examples drawn with replacement by a generator seeded from
+(seed, step): the batch at step s is a function of the params alone, so a resumed run sees exactly the batches
+an uninterrupted one would, and under torchrun each rank takes its slice of the same global batch.
+
+Resuming: rerun the same command. Every `checkpoint_every` steps the loop writes checkpoint.pt (model, EMA,
+optimizer, step, and a fingerprint of the params that produced it) atomically into its run folder; a later
+run with the same fingerprint continues from it, and one with other params starts afresh and says so.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from dd.checkpoint import atomic_write, save_torch
+from dd.config import TrainConfig
+from dd.progress import progress_bar
+
+# loss_fn(model, example_indices (b,), generator) -> scalar loss; the generator drives any other per-step
+# randomness (class dropout, timesteps) so that it too is a function of (seed, step).
+LossFn = Callable[[nn.Module, Tensor, torch.Generator], Tensor]
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.train_steps - config.warmup_steps)
+    return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def batch_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed << 32) + step)
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for ema_param, param in zip(ema.parameters(), model.parameters()):
+        ema_param.lerp_(param, 1.0 - decay)
+
+
+def train(model: nn.Module, loss_fn: LossFn, num_examples: int, config: TrainConfig, run_dir: Path,
+          log_path: Path, fingerprint: str, description: str = "train", progress: bool = True) -> nn.Module:
+    """Train `model` in place; returns its EMA copy (what the stage saves)."""
+    run_dir, log_path = Path(run_dir), Path(log_path)
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    device = next(model.parameters()).device
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    decay_params = [p for p in model.parameters() if p.ndim >= 2]   # no weight decay on norms, biases
+    other_params = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay_params, "weight_decay": config.weight_decay},
+                                   {"params": other_params, "weight_decay": 0.0}], lr=config.learning_rate,
+                                  betas=(0.9, 0.95))
+    step, log_rows = _resume(run_dir / "checkpoint.pt", log_path, fingerprint, model, ema, optimizer)
+    trained = nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+
+    started = time.time()
+    with progress_bar(description, config.train_steps, enabled=progress and rank == 0) as advance:
+        advance(step)
+        while step < config.train_steps:
+            # Draw this step's global batch; this rank trains on its slice of it.
+            generator = batch_generator(config.seed, step)
+            indices = torch.randint(num_examples, (config.batch_size,), generator=generator)[rank::world_size]
+
+            # Forward and backward, bf16 autocast on the matrix products.
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, config)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.use_bf16):
+                loss = loss_fn(trained, indices, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+
+            # Update EMA; warm it up so early steps are not dominated by the random start.
+            update_ema(ema, model, min(config.ema_decay, (1 + step) / (10 + step)))
+            step += 1
+
+            # Log and checkpoint.
+            if step % config.log_every == 0 or step == config.train_steps:
+                log_rows.append({"step": step, "train/loss": loss.item(), "train/grad_norm": grad_norm.item(),
+                                 "train/learning_rate": learning_rate(step - 1, config),
+                                 "train/examples": step * config.batch_size,
+                                 "train/seconds": round(time.time() - started, 2)})
+            if rank == 0 and (step % config.checkpoint_every == 0 or step == config.train_steps):
+                _write_log(log_path, log_rows)
+                save_torch(run_dir / "checkpoint.pt", {"model": model.state_dict(), "ema": ema.state_dict(),
+                                                       "optimizer": optimizer.state_dict(), "step": step,
+                                                       "fingerprint": fingerprint})
+            advance(1, loss=loss.item())
+    return ema
+
+
+def _resume(path: Path, log_path: Path, fingerprint: str, model, ema, optimizer) -> tuple[int, list[dict]]:
+    if not path.exists():
+        return 0, []
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("fingerprint") != fingerprint:
+        print(f"{path} was written with other params; starting this training afresh")
+        return 0, []
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    optimizer.load_state_dict(state["optimizer"])
+    rows = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
+    print(f"resuming from {path} at step {state['step']}")
+    return state["step"], [row for row in rows if row["step"] <= state["step"]]
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text("".join(json.dumps(row) + "\n" for row in rows)))

@@ -1,0 +1,61 @@
+"""The per-token flow map: its token law is the teacher's p, and the default solver is accurate."""
+import torch
+from scipy import stats
+
+from dd.flow import flow_map
+
+
+def _problem(num_rows: int, vocab: int = 256, code_dim: int = 8, seed: int = 0, top_k: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    codebook = torch.randn(vocab, code_dim, generator=generator)
+    logits = 2 * torch.randn(num_rows, vocab, generator=generator)
+    if top_k:   # a sampling recipe zeroes most of p: the map must never pick a removed token
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    eps = torch.randn(num_rows, code_dim, generator=generator)
+    return eps, torch.softmax(logits, -1), codebook
+
+
+def test_token_law_equals_p():
+    """Many noises under ONE distribution: the histogram of tokens must match p (chi-square, p-value > 1e-3)."""
+    num_samples, vocab = 40_000, 12
+    generator = torch.Generator().manual_seed(1)
+    codebook = torch.randn(vocab, 8, generator=generator)
+    probs = torch.softmax(1.5 * torch.randn(vocab, generator=generator), -1)
+    eps = torch.randn(num_samples, 8, generator=generator)
+    tokens = flow_map(eps, probs.expand(num_samples, vocab), codebook)
+    observed = torch.bincount(tokens, minlength=vocab).numpy()
+    expected = probs.double().numpy() * num_samples
+    expected *= observed.sum() / expected.sum()   # chisquare wants equal totals to rounding
+    p_value = stats.chisquare(observed, expected).pvalue
+    assert p_value > 1e-3, f"token histogram departs from p (chi-square p-value {p_value:.2e})"
+    # and an effect-size bound: total variation below 0.01 (sampling noise alone gives ~0.004 here)
+    assert 0.5 * abs(observed / num_samples - expected / num_samples).sum() < 0.01
+
+
+def test_nearest_code_would_fail_the_law():
+    """Guard: the statistical test above has power: plain nearest-code quantisation of eps does not follow p."""
+    num_samples, vocab = 40_000, 12
+    generator = torch.Generator().manual_seed(1)
+    codebook = torch.randn(vocab, 8, generator=generator)
+    probs = torch.softmax(1.5 * torch.randn(vocab, generator=generator), -1)
+    eps = torch.randn(num_samples, 8, generator=generator)
+    nearest = torch.cdist(eps, codebook).argmin(-1)
+    observed = torch.bincount(nearest, minlength=vocab).numpy()
+    expected = probs.double().numpy()
+    assert stats.chisquare(observed, expected / expected.sum() * num_samples).pvalue < 1e-3
+
+
+def test_default_solver_matches_fine_solve():
+    eps, probs, codebook = _problem(3000)
+    agreement = (flow_map(eps, probs, codebook) == flow_map(eps, probs, codebook, num_steps=400)).double().mean()
+    assert agreement >= 0.999, f"default solver agrees with a 400-step solve on only {agreement:.4%} of tokens"
+
+
+def test_recipe_zeros_are_respected_and_map_is_deterministic():
+    eps, probs, codebook = _problem(2000, top_k=5)
+    tokens = flow_map(eps, probs, codebook)
+    assert (probs.gather(1, tokens[:, None]) > 0).all()
+    assert torch.equal(tokens, flow_map(eps, probs, codebook))
+    # rows are independent: a row's token does not depend on which other rows share its batch
+    assert torch.equal(tokens[:7], flow_map(eps[:7], probs[:7], codebook))
