@@ -7,9 +7,12 @@ ones load through the same code, always with torch.load(weights_only=True): no a
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -19,19 +22,30 @@ import torch
 STATE_DICT_WRAPPERS = ("model", "module", "state_dict")
 
 
-def atomic_write(path: str | Path, write) -> Path:
-    """Call write(temporary_path), then rename the file to `path` (same folder, so the rename is atomic)."""
+@contextmanager
+def atomic_destination(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write to; on success os.replace it onto `path`.
+
+    The temporary name keeps the suffix (savers pick the format from it) and starts with a dot, and sits in
+    the same folder, because os.replace is only atomic within one file system.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
+    descriptor, temporary_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(descriptor)
+    os.chmod(temporary_name, 0o644)   # mkstemp makes 0600; outputs are ordinary files
     try:
-        write(Path(temporary))
-        os.replace(temporary, path)
+        yield Path(temporary_name)
+        os.replace(temporary_name, path)
     finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+        Path(temporary_name).unlink(missing_ok=True)
+
+
+def atomic_write(path: str | Path, write) -> Path:
+    """Call write(temporary_path), then rename the file onto `path`."""
+    with atomic_destination(path) as temporary:
+        write(temporary)
+    return Path(path)
 
 
 def save_json(path: str | Path, data) -> Path:
@@ -70,3 +84,11 @@ def load_json(path: str | Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the stage that writes it (see `dvc status`)")
     return json.loads(path.read_text())
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

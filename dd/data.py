@@ -9,11 +9,7 @@ puts under /usr/share/datasets/fashion-mnist, so nothing is ever downloaded at r
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from PIL import Image
+
+from dd.checkpoint import atomic_destination
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -49,24 +47,6 @@ IDX_DTYPES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-
-
-@contextmanager
-def atomic_destination(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path` to write to; on success os.replace it onto `path`.
-
-    The temporary name keeps the suffix (savers pick the format from it) and sits in the same
-    folder, because os.replace is only atomic within one file system.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(descriptor)
-    try:
-        yield Path(temporary_name)
-        os.replace(temporary_name, path)
-    finally:
-        Path(temporary_name).unlink(missing_ok=True)
 
 
 class DatasetNotFoundError(FileNotFoundError):

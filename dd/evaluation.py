@@ -24,21 +24,10 @@ from PIL import Image
 from rich.progress import Progress, TextColumn
 from torch import nn
 
-from dd.data import atomic_destination
+from dd.checkpoint import atomic_destination
+from dd.config import ClassifierConfig
 
 POOLED_SIZE = 4  # the classifier's last feature map is average-pooled to POOLED_SIZE x POOLED_SIZE
-
-
-@dataclass(frozen=True)
-class ClassifierConfig:
-    """The feature classifier's size and training budget (plain numbers, so params.yaml can set them)."""
-
-    channels: int = 16  # width of the first conv block; each later block doubles it
-    feature_dim: int = 128  # penultimate features used for FID / precision / recall
-    train_steps: int = 1000
-    batch_size: int = 128
-    learning_rate: float = 2e-3
-    seed: int = 0
 
 
 class LabelledImages(Protocol):

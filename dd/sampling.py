@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from dd.config import RecipeConfig
+from dd.progress import progress_bar
 from dd.models.llamagen import GPT
 from dd.student import student_inputs
 from dd.teachers import generate
@@ -62,6 +63,19 @@ def token_marginals(tokens: Tensor, labels: Tensor, num_classes: int, vocab_size
     counts = torch.bincount(flat_index.flatten(), minlength=num_classes * num_tokens * vocab_size)
     counts = counts.reshape(num_classes, num_tokens, vocab_size).double()
     return (counts / counts.sum(-1, keepdim=True).clamp(min=1)).float()
+
+
+def run_sampler(sampler: Sampler, indices: range, seed: int, num_tokens: int, code_dim: int, num_classes: int,
+                batch_size: int, description: str = "sample", progress: bool = True) -> tuple[Tensor, Tensor]:
+    """Samples `indices` in batches: tokens (N, L) and their labels (N,). Batching never changes a sample."""
+    tokens, labels = [], []
+    with progress_bar(description, len(indices), enabled=progress) as advance:
+        for start in range(indices.start, indices.stop, batch_size):
+            batch = range(start, min(start + batch_size, indices.stop))
+            labels.append(balanced_labels(batch, num_classes))
+            tokens.append(sampler(labels[-1], per_sample_noise(seed, batch, num_tokens, code_dim)))
+            advance(len(batch))
+    return torch.cat(tokens), torch.cat(labels)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -59,3 +59,9 @@ def test_recipe_zeros_are_respected_and_map_is_deterministic():
     assert torch.equal(tokens, flow_map(eps, probs, codebook))
     # rows are independent: a row's token does not depend on which other rows share its batch
     assert torch.equal(tokens[:7], flow_map(eps[:7], probs[:7], codebook))
+
+
+def test_support_restriction_is_exact_under_top_k():
+    """Solving over the top-k candidates gives the same tokens as the full codebook when p has k nonzeros."""
+    eps, probs, codebook = _problem(2000, top_k=16)
+    assert torch.equal(flow_map(eps, probs, codebook, support_size=16), flow_map(eps, probs, codebook))

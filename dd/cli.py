@@ -1,0 +1,95 @@
+"""The `dd` command line: run any pipeline stage alone, with the same params.yaml that `dvc repro` uses.
+
+Every stage command calls the same `pipeline.<stage>.run` function as the DVC stage of that name, so
+`dd pairs llamagen-tiny` and `dvc repro pairs@llamagen-tiny` do the same work (DVC also records it).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+from rich import print as rich_print
+
+from dd.artifacts import Layout
+from dd.config import ConfigError, load_config, to_dict
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+
+Teacher = Annotated[str, typer.Argument(help="A teacher listed under `teachers:` in params.yaml, e.g. llamagen-tiny.")]
+Params = Annotated[Path, typer.Option("--params", help="The params file (validated on load).")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the resolved config as JSON and exit.")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+Threads = Annotated[int, typer.Option("--threads", help="torch CPU threads; 0 keeps torch's default.")]
+
+
+def _run_stage(stage: str, teacher: str | None, params: Path, dry_run: bool, progress: bool, threads: int) -> None:
+    try:
+        config = load_config(params)
+    except ConfigError as error:
+        raise typer.BadParameter(str(error), param_hint="params") from None
+    if teacher is not None and teacher not in config.teachers:
+        raise typer.BadParameter(f"'{teacher}' is not in params.yaml teachers {list(config.teachers)}; add it there "
+                                 "first (DVC runs one stage per listed teacher)", param_hint="TEACHER")
+    if dry_run:
+        typer.echo(json.dumps(to_dict(config), indent=2))
+        return
+    if threads:
+        torch.set_num_threads(threads)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        # Launched by torchrun: pairs and training split their work by rank (never a home-made launcher).
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    module = importlib.import_module(f"pipeline.{stage}")
+    layout = Layout(teacher or "")
+    result = module.run(config, layout) if stage == "data" else module.run(config, layout, progress=progress)
+    rich_print({k: v for k, v in result.items() if not isinstance(v, dict)} if stage == "evaluate" else result)
+
+
+@app.command()
+def data(params: Params = Path("params.yaml"), dry_run: DryRun = False, threads: Threads = 0):
+    """Load the train and test splits (data.source) and fit them to data.image_size.
+
+    Examples:
+      dd data
+      dd data --dry-run
+    """
+    _run_stage("data", None, params, dry_run, False, threads)
+
+
+@app.command()
+def classifier(params: Params = Path("params.yaml"), dry_run: DryRun = False, progress: Progress = True,
+               threads: Threads = 0):
+    """Train the evaluation classifier whose features FID / precision / recall use.
+
+    Examples:
+      dd classifier
+    """
+    _run_stage("classifier", None, params, dry_run, progress, threads)
+
+
+def _teacher_command(stage: str, summary: str):
+    def command(teacher: Teacher, params: Params = Path("params.yaml"), dry_run: DryRun = False,
+                progress: Progress = True, threads: Threads = 0):
+        _run_stage(stage, teacher, params, dry_run, progress, threads)
+    command.__doc__ = f"{summary}\n\nExamples:\n  dd {stage.replace('_', '-')} llamagen-tiny\n  " \
+                      f"dd {stage.replace('_', '-')} llamagen-tiny --dry-run"
+    app.command(name=stage.replace("_", "-"))(command)
+
+
+_teacher_command("tokenizer", "Fit the teacher's VQ tokenizer on the train split (tokenizer.*).")
+_teacher_command("teacher", "Train the AR teacher (teacher.*); rerun the same command to resume.")
+_teacher_command("pairs", "Generate the DD (noise, tokens, class) pairs as webdataset shards (pairs.*, recipe.*, "
+                          "flow.*); rerun to resume, complete shards are kept. Under torchrun, shards are split over ranks.")
+_teacher_command("student", "Train the DD student on the pairs (student.*); rerun the same command to resume.")
+_teacher_command("sample", "Sample the teacher (twice), the onestep and skip baselines and tokenizer reconstructions.")
+_teacher_command("sample_dd", "Sample the DD student at student.steps steps.")
+_teacher_command("latency", "Benchmark seconds per image of every method at latency.batch_sizes, side by side.")
+_teacher_command("evaluate", "FID, fid_to_teacher, precision/recall, class accuracy; eval.json, grids and plot.")
+
+
+if __name__ == "__main__":
+    app()

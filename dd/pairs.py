@@ -1,0 +1,156 @@
+"""The DD pair dataset: noise sequences and the tokens the teacher's flow map sends them to (method.md 3-4).
+
+Pair i is (noise_i, tokens_i, label_i): noise_i ~ N(0, I) of shape (L, d) from the per-sample generator
+(seed, i), label_i = i % num_classes, and tokens_i the deterministic image of noise_i under the sequence map:
+the teacher's raster loop in which each token is the flow map of its own noise under the teacher's recipe
+distribution given the tokens before it. Pair i depends only on (params, i), never on the batch it was
+computed in, so shards can be split across processes (torchrun) without changing a byte.
+
+On disk: webdataset tars of `shard_size` pairs (members KEY.noise.npy float32 (L, d), KEY.tokens.npy int16
+(L,), KEY.cls), written to a temporary name and renamed when complete, plus manifest.json (counts, sha256 of
+every shard, the params fingerprint) written last. A rerun keeps complete shards made under the same params
+and redoes the rest; readers accept only shards listed in the manifest with a matching checksum.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import webdataset as wds
+from torch import Tensor
+
+from dd.checkpoint import atomic_write, file_sha256, save_json
+from dd.config import FlowConfig, PairsConfig, RecipeConfig
+from dd.flow import flow_map
+from dd.models.llamagen import GPT
+from dd.progress import progress_bar
+from dd.sampling import balanced_labels, per_sample_noise
+from dd.teachers import generate
+
+MANIFEST = "manifest.json"
+
+
+class CorruptPairsError(RuntimeError):
+    """Pair shards that are missing, incomplete or altered; the message says which and how to regenerate."""
+
+
+@torch.inference_mode()
+def sequence_map(teacher: GPT, recipe: RecipeConfig, codebook: Tensor, flow: FlowConfig, labels: Tensor, noise: Tensor) -> Tensor:
+    """Noise (B, L, d) -> tokens (B, L): each token the flow map of its noise under the teacher's next-token law."""
+    def choose(probs: Tensor, i: int) -> Tensor:
+        return flow_map(noise[:, i], probs, codebook, num_steps=flow.solver_steps, t_end=flow.t_end,
+                        support_size=recipe.top_k)
+    return generate(teacher, labels, recipe, choose)
+
+
+def shard_name(shard: int) -> str:
+    return f"pairs-{shard:05d}.tar"
+
+
+def write_pairs(teacher: GPT, codebook: Tensor, recipe: RecipeConfig, flow: FlowConfig, config: PairsConfig,
+                out_dir: Path, fingerprint: str, progress: bool = True) -> dict:
+    """Generate every missing shard of this process (shards are dealt round-robin over torchrun ranks)."""
+    out_dir = Path(out_dir)
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    _claim(out_dir, fingerprint, rank)
+    num_classes, (num_tokens, code_dim) = teacher.config.num_classes, (teacher.config.num_image_tokens, codebook.shape[1])
+    num_shards = -(-config.num_pairs // config.shard_size)
+    mine = [s for s in range(num_shards) if s % world_size == rank and not (out_dir / shard_name(s)).exists()]
+
+    with progress_bar(f"pairs (rank {rank})", sum(_shard_range(s, config).stop - _shard_range(s, config).start for s in mine),
+                      enabled=progress) as advance:
+        for shard in mine:
+            indices = _shard_range(shard, config)
+            samples = []
+            for start in range(indices.start, indices.stop, config.batch_size):
+                batch = range(start, min(start + config.batch_size, indices.stop))
+                labels = balanced_labels(batch, num_classes)
+                noise = per_sample_noise(config.seed, batch, num_tokens, code_dim)
+                tokens = sequence_map(teacher, recipe, codebook, flow, labels, noise)
+                samples += [{"__key__": f"{i:09d}", "noise.npy": noise[b].numpy(),
+                             "tokens.npy": tokens[b].numpy().astype(np.int16), "cls": int(labels[b])}
+                            for b, i in enumerate(batch)]
+                advance(len(batch))
+            atomic_write(out_dir / shard_name(shard), lambda tmp: _write_tar(tmp, samples))
+
+    if dist.is_initialized():
+        dist.barrier()
+    if rank == 0:
+        return _write_manifest(out_dir, config, num_shards, fingerprint)
+    return json.loads((out_dir / MANIFEST).read_text()) if (out_dir / MANIFEST).exists() else {}
+
+
+def read_pairs(pairs_dir: Path) -> tuple[Tensor, Tensor, Tensor]:
+    """All pairs, checked against the manifest: noise (N, L, d) float32, tokens (N, L) int64, labels (N,)."""
+    pairs_dir = Path(pairs_dir)
+    manifest_path = pairs_dir / MANIFEST
+    if not manifest_path.exists():
+        raise CorruptPairsError(f"{manifest_path} is missing: the pair set is incomplete; rerun `dd pairs` "
+                                "(complete shards are kept)")
+    manifest = json.loads(manifest_path.read_text())
+    urls = []
+    for shard in manifest["shards"]:
+        path = pairs_dir / shard["name"]
+        if not path.exists() or file_sha256(path) != shard["sha256"]:
+            raise CorruptPairsError(f"{path} is missing or does not match its checksum in {manifest_path}; delete it "
+                                    "and rerun `dd pairs` to regenerate that shard")
+        urls.append(str(path))
+    noise, tokens, labels = [], [], []
+    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+        noise.append(np.load(io.BytesIO(sample["noise.npy"])))
+        tokens.append(np.load(io.BytesIO(sample["tokens.npy"])))
+        labels.append(int(sample["cls"]))
+    if len(labels) != manifest["num_pairs"]:
+        raise CorruptPairsError(f"{pairs_dir} holds {len(labels)} pairs, its manifest says {manifest['num_pairs']}; "
+                                "rerun `dd pairs`")
+    return (torch.from_numpy(np.stack(noise)), torch.from_numpy(np.stack(tokens).astype(np.int64)),
+            torch.tensor(labels, dtype=torch.long))
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+def _shard_range(shard: int, config: PairsConfig) -> range:
+    return range(shard * config.shard_size, min((shard + 1) * config.shard_size, config.num_pairs))
+
+
+def _claim(out_dir: Path, fingerprint: str, rank: int) -> None:
+    """Keep shards only if they were made under the same params; otherwise clear them before writing."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out_dir / "params_fingerprint.txt"
+    if rank == 0:
+        previous = state_path.read_text().strip() if state_path.exists() else None
+        if previous != fingerprint:
+            stale = sorted(out_dir.glob("pairs-*.tar")) + sorted(out_dir.glob(MANIFEST))
+            if stale:
+                print(f"{out_dir}: {len(stale)} files were made with other params; regenerating")
+            for path in stale:
+                path.unlink()
+            atomic_write(state_path, lambda tmp: tmp.write_text(fingerprint + "\n"))
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _write_tar(path: Path, samples: list[dict]) -> None:
+    # Fixed mtime and ordering make the tar bytes a function of the samples alone.
+    with wds.TarWriter(str(path), mtime=0.0) as writer:
+        for sample in samples:
+            writer.write(sample)
+
+
+def _write_manifest(out_dir: Path, config: PairsConfig, num_shards: int, fingerprint: str) -> dict:
+    shards = []
+    for shard in range(num_shards):
+        path = out_dir / shard_name(shard)
+        if not path.exists():
+            raise CorruptPairsError(f"{path} was not written; rerun `dd pairs`")
+        count = len(_shard_range(shard, config))
+        shards.append({"name": path.name, "count": count, "sha256": file_sha256(path)})
+    manifest = {"num_pairs": config.num_pairs, "shard_size": config.shard_size, "seed": config.seed,
+                "fingerprint": fingerprint, "shards": shards}
+    save_json(out_dir / MANIFEST, manifest)
+    return manifest

@@ -1,0 +1,27 @@
+"""Stage `latency`: seconds per image of every method at each benchmark batch size, in one run."""
+import torch
+
+from dd.artifacts import Layout, load_images, load_tokenizer
+from dd.checkpoint import save_json
+from dd.config import Config
+from dd.latency import time_methods
+from pipeline.sample import baseline_samplers
+from pipeline.sample_dd import dd_sampler
+
+
+def run(config: Config, layout: Layout, progress: bool = True) -> dict:
+    if config.latency.threads:
+        torch.set_num_threads(config.latency.threads)
+    tokenizer = load_tokenizer(layout)
+    samplers = {**baseline_samplers(config, layout), "dd": dd_sampler(config, layout)}
+    num_classes = len(load_images(layout, "train").class_names)
+    results = {"threads": torch.get_num_threads(), "device": "cpu", "student_steps": config.student.steps}
+    for batch_size in config.latency.batch_sizes:
+        seconds = time_methods(samplers, tokenizer.decode, batch_size, tokenizer.num_tokens,
+                               tokenizer.codebook.shape[1], num_classes, config.latency.repeats)
+        results[f"batch_{batch_size}"] = {
+            name: {"seconds_per_image": value, "speedup": seconds["teacher"] / value} for name, value in seconds.items()}
+        if progress:
+            print(f"batch {batch_size}: " + ", ".join(f"{name} {1000 * value:.3f} ms/img" for name, value in seconds.items()))
+    save_json(layout.metrics_dir / "latency.json", results)
+    return results

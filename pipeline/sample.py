@@ -1,0 +1,55 @@
+"""Stage `sample`: images from the teacher, a second teacher set, the baselines and the tokenizer floor.
+
+The DD student samples in its own stage (sample_dd), so changing student.steps reruns only that, the
+latency benchmark and the evaluation.
+"""
+import functools
+
+import numpy as np
+import torch
+
+from dd.artifacts import Layout, load_frozen_teacher, load_images, load_tokenizer
+from dd.checkpoint import atomic_destination
+from dd.config import Config
+from dd.pairs import read_pairs
+from dd.sampling import run_sampler, sample_onestep, sample_skip, sample_teacher, token_marginals
+
+
+def baseline_samplers(config: Config, layout: Layout) -> dict:
+    """Samplers (labels, noise) -> tokens for every method that needs no student."""
+    teacher, tokenizer = load_frozen_teacher(layout), load_tokenizer(layout)
+    _, pair_tokens, pair_labels = read_pairs(layout.pairs_dir)   # the teacher's own samples, for its marginals
+    marginals = token_marginals(pair_tokens, pair_labels, teacher.config.num_classes, tokenizer.codebook_size)
+    return {
+        "teacher": functools.partial(sample_teacher, teacher, config.recipe),
+        "onestep": functools.partial(sample_onestep, marginals),
+        "skip": functools.partial(sample_skip, teacher, config.recipe, marginals, config.sample.skip_tokens),
+    }
+
+
+def save_samples(path, tokens: torch.Tensor, labels: torch.Tensor, images: np.ndarray) -> None:
+    with atomic_destination(path) as temporary:
+        np.savez(temporary, tokens=tokens.numpy(), labels=labels.numpy(), images=images)
+
+
+def run(config: Config, layout: Layout, progress: bool = True) -> dict:
+    tokenizer, samplers = load_tokenizer(layout), baseline_samplers(config, layout)
+    num_classes, count = len(load_images(layout, "train").class_names), config.sample.num_samples
+    shape = (config.sample.seed, tokenizer.num_tokens, tokenizer.codebook.shape[1], num_classes, config.sample.batch_size)
+    for method, sampler in samplers.items():
+        tokens, labels = run_sampler(sampler, range(count), *shape, description=method, progress=progress)
+        save_samples(layout.samples_dir / f"{method}.npz", tokens, labels, tokenizer.decode(tokens))
+
+    # teacher_reference, for fid_to_teacher: a second, independent set of teacher samples. The pairs' tokens
+    # are exactly that (the flow map keeps the teacher's law; other noise than the samples above), for free.
+    _, pair_tokens, pair_labels = read_pairs(layout.pairs_dir)
+    if len(pair_tokens) < count:
+        raise ValueError(f"pairs.num_pairs ({len(pair_tokens)}) must be at least sample.num_samples ({count})")
+    save_samples(layout.samples_dir / "teacher_reference.npz", pair_tokens[:count], pair_labels[:count],
+                 tokenizer.decode(pair_tokens[:count]))
+
+    # The floor: the tokenizer's reconstructions of the held-out test images.
+    test = load_images(layout, "test")
+    tokens = tokenizer.encode(test.images)
+    save_samples(layout.samples_dir / "reconstruction.npz", tokens, torch.from_numpy(test.labels), tokenizer.decode(tokens))
+    return {"samples_per_method": count, "methods": [*samplers, "teacher_reference"], "reconstructions": len(test)}

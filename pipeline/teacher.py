@@ -1,0 +1,52 @@
+"""Stage `teacher`: the frozen AR teacher, trained here on the tokenized train split (source: train)."""
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from dd.artifacts import Layout, load_images, load_tokenizer
+from dd.checkpoint import save_json, save_weights
+from dd.config import Config, fingerprint
+from dd.teachers import build_model
+from dd.training import train
+
+
+def run(config: Config, layout: Layout, progress: bool = True) -> dict:
+    if config.teacher.source != "train":
+        raise NotImplementedError(f"teacher.source '{config.teacher.source}' is not available for {layout.teacher} "
+                                  "yet: set teacher.source: train in params.yaml")
+    tokenizer = load_tokenizer(layout)
+    train_set, test_set = load_images(layout, "train"), load_images(layout, "test")
+    tokens, labels = tokenizer.encode(train_set.images), torch.from_numpy(train_set.labels)
+    model = build_model(layout.teacher)
+    if (model.config.vocab_size, model.config.num_image_tokens) != (tokenizer.codebook_size, tokenizer.num_tokens):
+        raise ValueError(f"preset {layout.teacher} expects {model.config.vocab_size} codes x "
+                         f"{model.config.num_image_tokens} tokens; the tokenizer makes {tokenizer.codebook_size} x "
+                         f"{tokenizer.num_tokens}: match tokenizer.codebook_size / patch_size to the preset")
+    null_class = model.config.num_classes
+
+    def loss_fn(model, indices, generator):
+        # Replace labels by the null class with probability class_dropout, for classifier-free guidance.
+        dropped = torch.rand(len(indices), generator=generator) < config.teacher.class_dropout
+        batch_labels = torch.where(dropped, null_class, labels[indices])
+        logits = model(batch_labels, tokens[indices])                                   # (B, L, V)
+        return F.cross_entropy(logits.flatten(0, 1).float(), tokens[indices].flatten())
+
+    run_fingerprint = fingerprint(config.tokenizer, config.teacher, config.data, layout.teacher)
+    ema = train(model, loss_fn, len(tokens), config.teacher.train, layout.teacher_dir,
+                layout.metrics_dir / "teacher_log.jsonl", run_fingerprint, f"teacher {layout.teacher}", progress)
+    metrics = {"test_nll_per_token": _nll(ema, tokenizer.encode(test_set.images), torch.from_numpy(test_set.labels))}
+    save_weights(layout.teacher_dir / "model.pt", ema.state_dict(),
+                 {"preset": layout.teacher, "config": dataclasses.asdict(model.config),
+                  "train_steps": config.teacher.train.train_steps, **metrics})
+    save_json(layout.metrics_dir / "teacher.json", metrics)
+    return metrics
+
+
+@torch.inference_mode()
+def _nll(model, tokens, labels, batch_size: int = 500) -> float:
+    """Mean negative log-likelihood per token (nats) of held-out tokens under the (conditional) teacher."""
+    total = sum(F.cross_entropy(model(labels[i:i + batch_size], tokens[i:i + batch_size]).flatten(0, 1),
+                                tokens[i:i + batch_size].flatten(), reduction="sum").item()
+                for i in range(0, len(tokens), batch_size))
+    return total / tokens.numel()
