@@ -23,6 +23,7 @@ from torch import Tensor
 
 from dd.config import RecipeConfig
 from dd.progress import progress_bar
+from dd.seeding import indexed_generator
 from dd.models.llamagen import GPT
 from dd.student import student_inputs
 from dd.teachers import generate
@@ -33,11 +34,8 @@ Sampler = Callable[[Tensor, Tensor], Tensor]
 
 def per_sample_noise(seed: int, indices: Iterable[int], num_tokens: int, code_dim: int) -> Tensor:
     """N(0, I) noise (B, L, d), row b drawn from its own generator seeded by (seed, indices[b])."""
-    rows = []
-    for index in indices:
-        generator = torch.Generator().manual_seed((seed << 32) + int(index))
-        rows.append(torch.randn(num_tokens, code_dim, generator=generator))
-    return torch.stack(rows)
+    return torch.stack([torch.randn(num_tokens, code_dim, generator=indexed_generator(seed, int(index)))
+                        for index in indices])
 
 
 def balanced_labels(indices: Iterable[int], num_classes: int) -> Tensor:
@@ -66,14 +64,17 @@ def token_marginals(tokens: Tensor, labels: Tensor, num_classes: int, vocab_size
 
 
 def run_sampler(sampler: Sampler, indices: range, seed: int, num_tokens: int, code_dim: int, num_classes: int,
-                batch_size: int, description: str = "sample", progress: bool = True) -> tuple[Tensor, Tensor]:
-    """Samples `indices` in batches: tokens (N, L) and their labels (N,). Batching never changes a sample."""
+                batch_size: int, description: str = "sample", progress: bool = True,
+                device: torch.device = torch.device("cpu")) -> tuple[Tensor, Tensor]:
+    """Samples `indices` in batches on `device`: tokens (N, L) and labels (N,) on the CPU. Batching never
+    changes a sample."""
     tokens, labels = [], []
     with progress_bar(description, len(indices), enabled=progress) as advance:
         for start in range(indices.start, indices.stop, batch_size):
             batch = range(start, min(start + batch_size, indices.stop))
             labels.append(balanced_labels(batch, num_classes))
-            tokens.append(sampler(labels[-1], per_sample_noise(seed, batch, num_tokens, code_dim)))
+            noise = per_sample_noise(seed, batch, num_tokens, code_dim).to(device)
+            tokens.append(sampler(labels[-1].to(device), noise).cpu())
             advance(len(batch))
     return torch.cat(tokens), torch.cat(labels)
 

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from dd.checkpoint import atomic_write, save_torch
 from dd.config import TrainConfig
 from dd.progress import progress_bar
+from dd.seeding import indexed_generator
 
 # loss_fn(model, example_indices (b,), generator) -> scalar loss; the generator drives any other per-step
 # randomness (class dropout, timesteps) so that it too is a function of (seed, step).
@@ -36,10 +37,6 @@ def learning_rate(step: int, config: TrainConfig) -> float:
         return config.learning_rate * (step + 1) / config.warmup_steps
     progress = (step - config.warmup_steps) / max(1, config.train_steps - config.warmup_steps)
     return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def batch_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed << 32) + step)
 
 
 @torch.no_grad()
@@ -68,7 +65,7 @@ def train(model: nn.Module, loss_fn: LossFn, num_examples: int, config: TrainCon
         advance(step)
         while step < config.train_steps:
             # Draw this step's global batch; this rank trains on its slice of it.
-            generator = batch_generator(config.seed, step)
+            generator = indexed_generator(config.seed, step)
             indices = torch.randint(num_examples, (config.batch_size,), generator=generator)[rank::world_size]
 
             # Forward and backward, bf16 autocast on the matrix products.

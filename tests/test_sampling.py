@@ -1,0 +1,72 @@
+"""Samplers: per-sample randomness, the recipe, and the teacher's cached loop."""
+import functools
+
+import pytest
+import torch
+
+from dd.config import RecipeConfig
+from dd.sampling import (balanced_labels, inverse_cdf, per_sample_noise, run_sampler, sample_onestep, sample_skip,
+                         sample_teacher, token_marginals)
+from dd.teachers import apply_recipe
+from tests.helpers import MICRO, micro_teacher
+
+RECIPE = RecipeConfig(cfg_scale=1.5, top_k=8, top_p=0.9)
+
+
+def test_noise_depends_only_on_seed_and_index():
+    assert torch.equal(per_sample_noise(3, [5, 6], 4, 2)[1], per_sample_noise(3, [6], 4, 2)[0])
+    assert not torch.equal(per_sample_noise(3, [5], 4, 2), per_sample_noise(4, [5], 4, 2))
+
+
+def test_teacher_samples_do_not_depend_on_batch_size():
+    sampler = functools.partial(sample_teacher, micro_teacher(), RECIPE)
+    args = (7, MICRO.num_image_tokens, 4, MICRO.num_classes)
+    small, _ = run_sampler(sampler, range(10), *args, batch_size=3, progress=False)
+    large, _ = run_sampler(sampler, range(10), *args, batch_size=10, progress=False)
+    assert torch.equal(small, large)
+
+
+def test_cached_sampling_equals_uncached_teacher_forcing():
+    """Tokens from the KV-cached loop have, at every position, the law of the full (uncached) forward."""
+    teacher = micro_teacher()
+    recipe = RecipeConfig(cfg_scale=1.0)
+    labels = balanced_labels(range(6), MICRO.num_classes)
+    noise = per_sample_noise(0, range(6), MICRO.num_image_tokens, 1)
+    tokens = sample_teacher(teacher, recipe, labels, noise)
+    probs = apply_recipe(teacher(labels, tokens).flatten(0, 1), recipe).reshape(6, MICRO.num_image_tokens, -1)
+    assert torch.equal(inverse_cdf(probs, torch.special.ndtr(noise[..., 0])), tokens)
+
+
+def test_recipe_top_k_top_p_and_cfg():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.count_nonzero(apply_recipe(logits, RecipeConfig(cfg_scale=1.0, top_k=2))) == 2
+    # top_p 0.75: 0.5 + 0.3 reach it, so the two least likely tokens go
+    assert apply_recipe(logits, RecipeConfig(cfg_scale=1.0, top_p=0.75))[0, 2:].sum() == 0
+    conditional, unconditional = torch.tensor([[2.0, 0.0]]), torch.tensor([[1.0, 0.0]])
+    guided = apply_recipe(torch.cat([conditional, unconditional]), RecipeConfig(cfg_scale=3.0))
+    assert torch.allclose(guided, torch.tensor([[4.0, 0.0]]).softmax(-1))
+
+
+def test_inverse_cdf_draws_the_distribution():
+    probs = torch.tensor([0.1, 0.0, 0.6, 0.3])
+    uniforms = torch.rand(20000, generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(inverse_cdf(probs.expand(20000, 4), uniforms), minlength=4) / 20000
+    assert counts[1] == 0 and torch.allclose(counts, probs, atol=0.015)
+
+
+def test_onestep_and_skip_use_the_marginals():
+    teacher = micro_teacher()
+    labels = balanced_labels(range(300), MICRO.num_classes)
+    noise = per_sample_noise(0, range(300), MICRO.num_image_tokens, 1)
+    teacher_tokens = sample_teacher(teacher, RECIPE, labels, noise)
+    marginals = token_marginals(teacher_tokens, labels, MICRO.num_classes, MICRO.vocab_size)
+    assert torch.allclose(marginals.sum(-1), torch.ones(MICRO.num_classes, MICRO.num_image_tokens))
+    onestep = sample_onestep(marginals, labels, per_sample_noise(1, range(300), MICRO.num_image_tokens, 1))
+    assert (marginals[labels].gather(-1, onestep[..., None]) > 0).all()   # only tokens the teacher produced
+    skip = sample_skip(teacher, RECIPE, marginals, 6, labels, noise)
+    assert torch.equal(skip[:, :10], teacher_tokens[:, :10])               # the teacher's prefix, same noise
+
+
+@pytest.mark.parametrize("count", [1, 5])
+def test_balanced_labels(count):
+    assert balanced_labels(range(count * 3), 3).bincount().tolist() == [count] * 3

@@ -1,0 +1,68 @@
+"""The training loop: a killed run resumes to exactly the result of an uninterrupted one."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from dd.config import TrainConfig
+from dd.training import learning_rate, train
+
+CONFIG = TrainConfig(train_steps=12, batch_size=4, learning_rate=0.05, warmup_steps=2, checkpoint_every=5,
+                     log_every=2, ema_decay=0.9)
+DATA = torch.randn(32, 3)
+
+
+class Killed(Exception):
+    pass
+
+
+def _loss(kill_at=None):
+    calls = {"n": 0}
+
+    def loss_fn(model, indices, generator):
+        calls["n"] += 1
+        if kill_at is not None and calls["n"] > kill_at:
+            raise Killed()
+        noise = torch.randn(len(indices), 1, generator=generator)          # per-step randomness from the generator
+        return ((model(DATA[indices]) - DATA[indices].sum(1, keepdim=True) - noise) ** 2).mean()
+    return loss_fn
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Linear(3, 1)
+
+
+def test_killed_training_resumes_to_the_same_weights(tmp_path):
+    reference = train(_model(), _loss(), len(DATA), CONFIG, tmp_path / "a", tmp_path / "a.jsonl", "f", progress=False)
+
+    with pytest.raises(Killed):   # dies during step 8, after the checkpoint at step 5
+        train(_model(), _loss(kill_at=7), len(DATA), CONFIG, tmp_path / "b", tmp_path / "b.jsonl", "f", progress=False)
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 5
+    resumed = train(_model(), _loss(), len(DATA), CONFIG, tmp_path / "b", tmp_path / "b.jsonl", "f", progress=False)
+
+    for a, b in zip(reference.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6, 8, 10, 12]                                    # no duplicated or lost log rows
+
+
+def test_checkpoint_from_other_params_is_not_resumed(tmp_path, capsys):
+    train(_model(), _loss(), len(DATA), CONFIG, tmp_path, tmp_path / "log.jsonl", "old", progress=False)
+    train(_model(), _loss(), len(DATA), CONFIG, tmp_path, tmp_path / "log.jsonl", "new", progress=False)
+    assert "other params; starting this training afresh" in capsys.readouterr().out
+
+
+def test_learning_rate_schedule():
+    assert learning_rate(0, CONFIG) == pytest.approx(0.025)
+    assert learning_rate(2, CONFIG) == pytest.approx(0.05)
+    assert learning_rate(12, CONFIG) == pytest.approx(0.005)
+
+
+def test_training_seed_changes_the_batches(tmp_path):
+    first = train(_model(), _loss(), len(DATA), CONFIG, tmp_path / "a", tmp_path / "a.jsonl", "f", progress=False)
+    other = dict(CONFIG.__dict__, seed=1)
+    second = train(_model(), _loss(), len(DATA), type(CONFIG)(**other), tmp_path / "b", tmp_path / "b.jsonl", "f",
+                   progress=False)
+    assert not torch.equal(first.weight, second.weight)
