@@ -59,6 +59,8 @@ def write_pairs(teacher: GPT, codebook: Tensor, recipe: RecipeConfig, flow: Flow
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     _claim(out_dir, fingerprint, rank)
     num_classes, (num_tokens, code_dim) = teacher.config.num_classes, (teacher.config.num_image_tokens, codebook.shape[1])
+    device = next(teacher.parameters()).device
+    codebook = codebook.to(device)
     num_shards = -(-config.num_pairs // config.shard_size)
     mine = [s for s in range(num_shards) if s % world_size == rank and not (out_dir / shard_name(s)).exists()]
 
@@ -71,18 +73,21 @@ def write_pairs(teacher: GPT, codebook: Tensor, recipe: RecipeConfig, flow: Flow
                 batch = range(start, min(start + config.batch_size, indices.stop))
                 labels = balanced_labels(batch, num_classes)
                 noise = per_sample_noise(config.seed, batch, num_tokens, code_dim)
-                tokens = sequence_map(teacher, recipe, codebook, flow, labels, noise)
+                tokens = sequence_map(teacher, recipe, codebook, flow, labels.to(device), noise.to(device)).cpu()
                 samples += [{"__key__": f"{i:09d}", "noise.npy": noise[b].numpy(),
                              "tokens.npy": tokens[b].numpy().astype(np.int16), "cls": int(labels[b])}
                             for b, i in enumerate(batch)]
                 advance(len(batch))
             atomic_write(out_dir / shard_name(shard), lambda tmp: _write_tar(tmp, samples))
 
+    # Once every rank's shards exist, rank 0 checksums them into the manifest that readers trust.
     if dist.is_initialized():
         dist.barrier()
     if rank == 0:
-        return _write_manifest(out_dir, config, num_shards, fingerprint)
-    return json.loads((out_dir / MANIFEST).read_text()) if (out_dir / MANIFEST).exists() else {}
+        _write_manifest(out_dir, config, num_shards, fingerprint)
+    if dist.is_initialized():
+        dist.barrier()
+    return json.loads((out_dir / MANIFEST).read_text())
 
 
 def read_pairs(pairs_dir: Path) -> tuple[Tensor, Tensor, Tensor]:
@@ -142,7 +147,7 @@ def _write_tar(path: Path, samples: list[dict]) -> None:
             writer.write(sample)
 
 
-def _write_manifest(out_dir: Path, config: PairsConfig, num_shards: int, fingerprint: str) -> dict:
+def _write_manifest(out_dir: Path, config: PairsConfig, num_shards: int, fingerprint: str) -> None:
     shards = []
     for shard in range(num_shards):
         path = out_dir / shard_name(shard)
@@ -153,4 +158,3 @@ def _write_manifest(out_dir: Path, config: PairsConfig, num_shards: int, fingerp
     manifest = {"num_pairs": config.num_pairs, "shard_size": config.shard_size, "seed": config.seed,
                 "fingerprint": fingerprint, "shards": shards}
     save_json(out_dir / MANIFEST, manifest)
-    return manifest

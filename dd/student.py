@@ -32,7 +32,10 @@ from dd.models.llamagen import GPT
 
 def data_mask(num_tokens: int, timestep: int | Tensor, device) -> Tensor:
     """True where a position is already data at timestep t (int, or (B,) per sample): (1 or B, L)."""
-    return torch.arange(num_tokens, device=device) < torch.as_tensor(timestep, device=device).reshape(-1, 1)
+    positions = torch.arange(num_tokens, device=device)
+    if isinstance(timestep, int):   # a Python int: no host-to-device copy (the sampler stays graph-capturable)
+        return (positions < timestep)[None]
+    return positions < timestep.reshape(-1, 1)
 
 
 def student_inputs(tokens: Tensor, noise: Tensor, codebook: Tensor, timestep: int | Tensor) -> Tensor:

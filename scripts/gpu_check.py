@@ -1,0 +1,164 @@
+"""GPU check: teacher vs DD 1-step latency at full LlamaGen sizes, and an end-to-end smoke on the GPU.
+
+Speed does not depend on the weights, so the models are the published architectures with random weights
+(bf16). For each preset and batch size it times, with CUDA events (median of `--repeats` after a warm-up):
+  teacher        the KV-cached AR sampler (recipe of the paper: cfg 2.0, top-k 8000), eager
+  teacher_graph  the same whole sampling loop captured once as a CUDA graph and replayed
+  dd_1step       the DD student's single forward on noise (+ argmax), eager and as a CUDA graph
+Then a smoke run: a few hundred pairs from llamagen-b through the flow map, a few student training steps on
+them, and 1- and 2-step sampling, all on the GPU.
+
+    python scripts/gpu_check.py                 # prints a table; --out DIR also writes gpu_check.json there
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from dd.config import FlowConfig, PairsConfig, RecipeConfig, TrainConfig
+from dd.models.llamagen import GPT, PRESETS
+from dd.pairs import read_pairs, write_pairs
+from dd.sampling import per_sample_noise, balanced_labels, sample_dd, sample_teacher
+from dd.student import DDStudent, student_loss
+from dd.training import train
+
+PAPER_RECIPE = RecipeConfig(cfg_scale=2.0, temperature=1.0, top_k=8000, top_p=1.0)   # DD's LlamaGen setting
+CODE_DIM = 8
+
+
+def random_model(preset: str, device) -> GPT:
+    model = GPT(PRESETS[preset])
+    torch.nn.init.normal_(model.output.weight, std=0.02)   # upstream zero-inits the head; give logits some spread
+    return model.to(device, torch.bfloat16).eval().requires_grad_(False)
+
+
+def time_call(function, repeats: int) -> float:
+    """Median seconds of function() over repeats, after one warm-up call, timed with CUDA events."""
+    function()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        function()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return statistics.median(times)
+
+
+def as_graph(function):
+    """Capture function() (static inputs it closes over) as one CUDA graph; returns replay()."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        function()   # warm-up outside the graph (allocator, kernels selection)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        function()
+    return graph.replay
+
+
+def latency_table(presets, batch_sizes, repeats, device) -> list[dict]:
+    rows = []
+    for preset in presets:
+        teacher = random_model(preset, device)
+        student = DDStudent(teacher, CODE_DIM).to(device, torch.bfloat16).eval().requires_grad_(False)
+        codebook = torch.randn(teacher.config.vocab_size, CODE_DIM, device=device)
+        num_tokens = teacher.config.num_image_tokens
+        for batch_size in batch_sizes:
+            labels = balanced_labels(range(batch_size), teacher.config.num_classes).to(device)
+            noise = per_sample_noise(0, range(batch_size), num_tokens, CODE_DIM).to(device)
+            run_teacher = lambda: sample_teacher(teacher, PAPER_RECIPE, labels, noise)
+            run_dd = lambda: sample_dd(student, codebook, 1, 0, labels, noise.to(torch.bfloat16))
+            timings = {"teacher": time_call(run_teacher, repeats), "dd_1step": time_call(run_dd, repeats)}
+            timings["teacher_graph"] = time_call(as_graph(run_teacher), repeats)
+            timings["dd_1step_graph"] = time_call(as_graph(run_dd), repeats)
+            row = {"preset": preset, "batch_size": batch_size,
+                   **{f"{k}_ms_per_image": 1000 * v / batch_size for k, v in timings.items()}}
+            row["speedup_eager"] = timings["teacher"] / timings["dd_1step"]
+            row["speedup_graph"] = timings["teacher_graph"] / timings["dd_1step_graph"]
+            row["graph_gain_teacher"] = timings["teacher"] / timings["teacher_graph"]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        del teacher, student
+        torch.cuda.empty_cache()
+    return rows
+
+
+def smoke(device, num_pairs: int, student_steps: int) -> dict:
+    """Pairs -> student training -> sampling on the GPU with llamagen-b's shape (random weights)."""
+    teacher = random_model("llamagen-b", device)
+    codebook = torch.nn.functional.normalize(torch.randn(teacher.config.vocab_size, CODE_DIM), dim=-1)
+    report = {}
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        write_pairs(teacher, codebook, PAPER_RECIPE, FlowConfig(), PairsConfig(num_pairs=num_pairs, shard_size=128,
+                    batch_size=128, seed=1), Path(folder), "smoke", progress=False)
+        torch.cuda.synchronize()
+        report["pairs_seconds"] = time.perf_counter() - started
+        noise, tokens, labels = (t.to(device) for t in read_pairs(Path(folder)))
+
+    student = DDStudent.from_teacher(teacher.float().cpu(), codebook).to(device)
+    codebook = codebook.to(device)
+    timesteps = torch.tensor([0, 80], device=device)
+
+    def loss_fn(model, indices, generator):
+        indices = indices.to(device)
+        chosen = timesteps[torch.randint(2, (len(indices),), generator=generator).to(device)]
+        return student_loss(model, labels[indices], noise[indices], tokens[indices], codebook, chosen)
+
+    config = TrainConfig(train_steps=student_steps, batch_size=16, checkpoint_every=student_steps, log_every=5)
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        ema = train(student, loss_fn, len(tokens), config, Path(folder), Path(folder) / "log.jsonl", "smoke",
+                    progress=False)
+        torch.cuda.synchronize()
+        report["student_seconds_per_step"] = (time.perf_counter() - started) / student_steps
+        report["student_last_loss"] = json.loads((Path(folder) / "log.jsonl").read_text().splitlines()[-1])["train/loss"]
+    for steps in (1, 2):
+        sampled = sample_dd(ema.eval(), codebook, steps, 80, labels[:32], noise[:32])
+        report[f"dd_{steps}step_tokens_ok"] = bool(sampled.shape == tokens[:32].shape and sampled.max() < 16384)
+    report["num_pairs"] = len(tokens)
+    print(json.dumps(report), flush=True)
+    return report
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["llamagen-b", "llamagen-l"])
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 256])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smoke-pairs", type=int, default=256)
+    parser.add_argument("--smoke-student-steps", type=int, default=20)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: this script is the GPU check")
+    device = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = True   # recorded in the output: it changes numerics, not shapes
+    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "tf32": True, "dtype": "bfloat16",
+              "recipe": dataclasses.asdict(PAPER_RECIPE)}
+    result["latency"] = latency_table(args.presets, args.batch_sizes, args.repeats, device)
+    result["smoke"] = smoke(device, args.smoke_pairs, args.smoke_student_steps)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2))
+    print(f"\n{result['device']}, torch {result['torch']}, bf16, recipe cfg 2.0 top-k 8000")
+    print(f"{'preset':<12}{'batch':>6}{'teacher ms/img':>16}{'graph':>10}{'dd 1-step':>11}{'graph':>10}{'speed-up':>10}")
+    for row in result["latency"]:
+        print(f"{row['preset']:<12}{row['batch_size']:>6}{row['teacher_ms_per_image']:>16.3f}"
+              f"{row['teacher_graph_ms_per_image']:>10.3f}{row['dd_1step_ms_per_image']:>11.3f}"
+              f"{row['dd_1step_graph_ms_per_image']:>10.3f}{row['speedup_graph']:>9.1f}x")
+
+
+if __name__ == "__main__":
+    main()
