@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -45,7 +46,14 @@ def _run_stage(stage: str, teacher: str | None, params: Path, dry_run: bool, pro
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     module = importlib.import_module(f"pipeline.{stage}")
     layout = Layout(teacher or "")
+    started = time.time()
     result = module.run(config, layout) if stage == "data" else module.run(config, layout, progress=progress)
+    seconds = time.time() - started
+    # A wall-clock record of every stage run, for the pipeline's time budget (not a DVC output: it is noise).
+    with open(layout.data_root / "stage_times.jsonl", "a") as log:
+        log.write(json.dumps({"stage": stage, "teacher": teacher, "seconds": round(seconds, 1),
+                              "threads": torch.get_num_threads(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+    typer.echo(f"stage {stage} {teacher or ''} took {seconds:.1f} s", err=True)
     rich_print({k: v for k, v in result.items() if not isinstance(v, dict)} if stage == "evaluate" else result)
 
 
@@ -89,6 +97,36 @@ _teacher_command("sample", "Sample the teacher (twice), the onestep and skip bas
 _teacher_command("sample_dd", "Sample the DD student at student.steps steps.")
 _teacher_command("latency", "Benchmark seconds per image of every method at latency.batch_sizes, side by side.")
 _teacher_command("evaluate", "FID, fid_to_teacher, precision/recall, class accuracy; eval.json, grids and plot.")
+
+
+@app.command()
+def report(params: Params = Path("params.yaml")):
+    """Print the results tables (markdown) from metrics/<teacher>/eval.json and latency.json: the README's tables.
+
+    Examples:
+      dd report
+    """
+    config = load_config(params)
+    for teacher in config.teachers:
+        layout = Layout(teacher)
+        table = json.loads((layout.metrics_dir / "eval.json").read_text())
+        latency = json.loads((layout.metrics_dir / "latency.json").read_text())
+        typer.echo(f"\n**{teacher}** ({table['protocol']['feature_extractor']}, vs {table['protocol']['reference']}; "
+                   f"latency on CPU, {latency['threads']} threads, batch {table['protocol']['latency_batch_size']})\n")
+        typer.echo("| method | steps | FID | FID / teacher | fid_to_teacher | precision | recall | class acc. | ms / image | speed-up |")
+        typer.echo("|---|---|---|---|---|---|---|---|---|---|")
+        for method in ("teacher", "dd", "skip", "onestep", "reconstruction"):
+            row = table[method]
+            timing = (f"{1000 * row['seconds_per_image']:.2f} | {row['speedup']:.1f}x" if "speedup" in row else "- | -")
+            typer.echo(f"| {method} | {row['steps']} | {row['fid']:.2f} | {row['fid'] / table['teacher']['fid']:.2f} | "
+                       f"{row['fid_to_teacher']:.2f} | {row['precision']:.3f} | {row['recall']:.3f} | "
+                       f"{row['class_accuracy']:.3f} | {timing} |")
+        typer.echo("\n| batch | " + " | ".join(f"{m} ms/img" for m in ("teacher", "dd", "skip", "onestep")) + " | dd speed-up |")
+        typer.echo("|---|---|---|---|---|---|")
+        for batch_size in config.latency.batch_sizes:
+            row = latency[f"batch_{batch_size}"]
+            typer.echo(f"| {batch_size} | " + " | ".join(f"{1000 * row[m]['seconds_per_image']:.3f}"
+                       for m in ("teacher", "dd", "skip", "onestep")) + f" | {row['dd']['speedup']:.1f}x |")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,8 @@ class TrainConfig:
     ema_decay: float = 0.999
     checkpoint_every: int = 250       # steps between resumable checkpoints
     log_every: int = 25
-    use_bf16: bool = True             # bf16 autocast for the forward/backward (weights and optimizer stay fp32)
+    use_bf16: bool = False            # bf16 autocast (weights and optimizer stay fp32): for GPUs; 8x slower on
+                                      # CPUs without native bf16, such as our build machines
     seed: int = 0
 
 

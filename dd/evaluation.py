@@ -233,10 +233,12 @@ def image_metrics(
     labels: np.ndarray,
     real_features: np.ndarray,
     teacher_features: np.ndarray | None,
+    k: int = 3,
 ) -> ImageMetrics:
-    """All metrics of generated `images` (conditioned on `labels`) against real and teacher features."""
+    """All metrics of generated `images` (conditioned on `labels`) against real and teacher features;
+    k is the neighbourhood size of precision/recall."""
     features, predicted = predict(classifier, images)
-    precision, recall = precision_recall(real_features, features)
+    precision, recall = precision_recall(real_features, features, k=k)
     return ImageMetrics(
         fid=frechet_distance(real_features, features),
         fid_to_teacher=None if teacher_features is None else frechet_distance(teacher_features, features),

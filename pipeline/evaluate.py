@@ -27,7 +27,8 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     table = {}
     for method, path in paths.items():
         samples = load_samples(path)
-        metrics = image_metrics(classifier, samples["images"], samples["labels"], real_features, teacher_features)
+        metrics = image_metrics(classifier, samples["images"], samples["labels"], real_features, teacher_features,
+                                k=config.evaluate.precision_recall_k)
         table[method] = {"steps": steps[method], **dataclasses.asdict(metrics), **latency.get(method, {})}
         side = int(config.evaluate.grid_samples**0.5)
         save_grid(samples["images"][:side * side], layout.metrics_dir / "grids" / f"{method}.png", num_columns=side)

@@ -5,6 +5,7 @@ from dd.artifacts import Layout, load_images, load_tokenizer
 from dd.checkpoint import save_json
 from dd.config import Config
 from dd.latency import time_methods
+from dd.pairs import read_pairs
 from pipeline.sample import baseline_samplers
 from pipeline.sample_dd import dd_sampler
 
@@ -13,7 +14,8 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     if config.latency.threads:
         torch.set_num_threads(config.latency.threads)
     tokenizer = load_tokenizer(layout)
-    samplers = {**baseline_samplers(config, layout), "dd": dd_sampler(config, layout)}
+    _, pair_tokens, pair_labels = read_pairs(layout.pairs_dir)
+    samplers = {**baseline_samplers(config, layout, pair_tokens, pair_labels), "dd": dd_sampler(config, layout)}
     num_classes = len(load_images(layout, "train").class_names)
     results = {"threads": torch.get_num_threads(), "device": "cpu", "student_steps": config.student.steps}
     for batch_size in config.latency.batch_sizes:

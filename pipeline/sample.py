@@ -15,10 +15,12 @@ from dd.pairs import read_pairs
 from dd.sampling import run_sampler, sample_onestep, sample_skip, sample_teacher, token_marginals
 
 
-def baseline_samplers(config: Config, layout: Layout) -> dict:
-    """Samplers (labels, noise) -> tokens for every method that needs no student."""
+def baseline_samplers(config: Config, layout: Layout, pair_tokens: torch.Tensor, pair_labels: torch.Tensor) -> dict:
+    """Samplers (labels, noise) -> tokens for every method that needs no student.
+
+    The baselines' per-position marginals are estimated from the pairs' tokens: the teacher's own samples.
+    """
     teacher, tokenizer = load_frozen_teacher(layout), load_tokenizer(layout)
-    _, pair_tokens, pair_labels = read_pairs(layout.pairs_dir)   # the teacher's own samples, for its marginals
     marginals = token_marginals(pair_tokens, pair_labels, teacher.config.num_classes, tokenizer.codebook_size)
     return {
         "teacher": functools.partial(sample_teacher, teacher, config.recipe),
@@ -33,7 +35,8 @@ def save_samples(path, tokens: torch.Tensor, labels: torch.Tensor, images: np.nd
 
 
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
-    tokenizer, samplers = load_tokenizer(layout), baseline_samplers(config, layout)
+    _, pair_tokens, pair_labels = read_pairs(layout.pairs_dir)
+    tokenizer, samplers = load_tokenizer(layout), baseline_samplers(config, layout, pair_tokens, pair_labels)
     num_classes, count = len(load_images(layout, "train").class_names), config.sample.num_samples
     shape = (config.sample.seed, tokenizer.num_tokens, tokenizer.codebook.shape[1], num_classes, config.sample.batch_size)
     for method, sampler in samplers.items():
@@ -42,7 +45,6 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
 
     # teacher_reference, for fid_to_teacher: a second, independent set of teacher samples. The pairs' tokens
     # are exactly that (the flow map keeps the teacher's law; other noise than the samples above), for free.
-    _, pair_tokens, pair_labels = read_pairs(layout.pairs_dir)
     if len(pair_tokens) < count:
         raise ValueError(f"pairs.num_pairs ({len(pair_tokens)}) must be at least sample.num_samples ({count})")
     save_samples(layout.samples_dir / "teacher_reference.npz", pair_tokens[:count], pair_labels[:count],

@@ -20,17 +20,6 @@ from dd.evaluation import (
     train_classifier,
 )
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Run these tiny-tensor tests on one thread: there, thread synchronisation costs more than the
-    arithmetic, and on a busy two-core machine each parallel op can stall for a scheduler time slice
-    (the training test took 19 s on two threads and 0.3 s on one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TINY = ClassifierConfig(channels=4, feature_dim=8, train_steps=40, batch_size=32, learning_rate=1e-2, seed=0)
 
 

@@ -6,15 +6,6 @@ import torch
 from dd.models.llamagen import GPT, PRESETS, KVCache
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """The tiny model's matmuls are too small to split: extra OpenMP threads only contend (10x slower on 2 cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build_tiny(seed: int = 0) -> GPT:
     """Tiny model with every weight random (the reference init zeroes the output head, which would hide bugs)."""
     torch.manual_seed(seed)

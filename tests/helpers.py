@@ -1,0 +1,18 @@
+"""Small random models and codebooks shared by the tests (CPU, seconds)."""
+import torch
+
+from dd.models.llamagen import GPT, GPTConfig
+
+MICRO = GPTConfig(dim=32, n_layer=2, n_head=2, vocab_size=16, num_classes=3, grid_size=4)
+
+
+def micro_teacher(seed: int = 0) -> GPT:
+    """A random teacher with non-trivial logits (upstream zero-inits the head, which gives uniform logits)."""
+    torch.manual_seed(seed)
+    model = GPT(MICRO)
+    torch.nn.init.normal_(model.output.weight, std=0.5)
+    return model.eval().requires_grad_(False)
+
+
+def micro_codebook(seed: int = 0, code_dim: int = 4) -> torch.Tensor:
+    return torch.randn(MICRO.vocab_size, code_dim, generator=torch.Generator().manual_seed(seed))

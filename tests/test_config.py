@@ -1,0 +1,57 @@
+"""params.yaml validation: unknown keys and wrong types are errors naming the key."""
+import pytest
+import yaml
+
+from dd.config import Config, ConfigError, config_from_dict, load_config
+
+
+def test_project_params_load():
+    config = load_config("params.yaml")
+    assert "llamagen-tiny" in config.teachers
+    assert config.student.timesteps[0] == 0
+
+
+def test_defaults_and_nested_sections():
+    config = config_from_dict({"student": {"steps": 2, "train": {"train_steps": 7}}})
+    assert config.student.steps == 2 and config.student.train.train_steps == 7
+    assert config.student.train.batch_size == Config().student.train.batch_size
+    assert config_from_dict({"recipe": {"cfg_scale": 2}}).recipe.cfg_scale == 2.0   # int accepted for float
+
+
+@pytest.mark.parametrize("params, key", [
+    ({"studnet": {}}, "studnet"),
+    ({"student": {"stepz": 2}}, "student.stepz"),
+    ({"student": {"train": {"lr": 1}}}, "student.train.lr"),
+])
+def test_unknown_key_is_named(params, key):
+    with pytest.raises(ConfigError, match=f"unknown params key '{key}'"):
+        config_from_dict(params)
+
+
+@pytest.mark.parametrize("params, key", [
+    ({"student": {"steps": "2"}}, "student.steps"),
+    ({"pairs": {"num_pairs": 1.5}}, "pairs.num_pairs"),
+    ({"teacher": {"train": {"use_bf16": "yes"}}}, "teacher.train.use_bf16"),
+    ({"student": {"timesteps": 32}}, "student.timesteps"),
+    ({"student": {"train": 3}}, "student.train"),
+])
+def test_wrong_type_is_named(params, key):
+    with pytest.raises(ConfigError, match=f"params key '{key}' must be"):
+        config_from_dict(params)
+
+
+def test_invalid_values_are_rejected():
+    with pytest.raises(ConfigError, match="student.steps"):
+        config_from_dict({"student": {"steps": 3}})
+    with pytest.raises(ConfigError, match="student.timesteps"):
+        config_from_dict({"student": {"timesteps": [16, 32]}})
+
+
+def test_config_is_frozen(tmp_path):
+    config = load_config("params.yaml")
+    with pytest.raises(Exception):
+        config.student.steps = 2
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"bogus": 1}))
+    with pytest.raises(ConfigError, match="unknown params key 'bogus'"):
+        load_config(path)

@@ -1,0 +1,41 @@
+"""dvc.yaml, params.yaml and the code agree: stage outputs, stage modules and params sections."""
+from pathlib import Path
+
+import yaml
+
+from dd.artifacts import Layout
+from dd.config import Config
+
+DVC = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]
+
+
+def _paths(entries):
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
+
+
+def test_declared_outputs_match_the_layout():
+    layout = Layout("${item}")
+    expected = {
+        "data": [layout.dataset_dir], "classifier": [layout.classifier_dir], "tokenizer": [layout.tokenizer_dir],
+        "teacher": [layout.teacher_dir], "pairs": [layout.pairs_dir], "student": [layout.student_dir],
+        "sample": [layout.samples_dir], "sample_dd": [layout.dd_samples_dir],
+    }
+    for stage, paths in expected.items():
+        body = DVC[stage].get("do", DVC[stage])
+        assert _paths(body["outs"]) == [str(p) for p in paths], stage
+
+
+def test_every_stage_has_a_pipeline_module_and_known_params():
+    sections = set(Config.__dataclass_fields__)
+    for stage, body in DVC.items():
+        body = body.get("do", body)
+        assert Path(f"pipeline/{stage}.py").exists(), stage
+        for param in body.get("params", []):
+            assert param.split(".")[0] in sections, (stage, param)
+
+
+def test_student_steps_reruns_only_sampling_latency_and_evaluation():
+    """`dvc exp run -S student.steps=2` must not retrain anything: only these stages read student.steps."""
+    readers = {stage for stage, body in DVC.items()
+               if any(p in ("student", "student.steps") for p in body.get("do", body).get("params", []))}
+    assert readers == {"sample_dd", "latency", "evaluate"}

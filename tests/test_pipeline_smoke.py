@@ -1,0 +1,61 @@
+"""The whole pipeline under DVC on tiny overrides: every stage runs and eval.json has the contract's fields."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "classifier": {"train_steps": 30},
+    "tokenizer": {"kmeans_iterations": 3, "kmeans_samples": 20000},
+    "teacher": {"train": {"train_steps": 10, "checkpoint_every": 5, "log_every": 5}},
+    "pairs": {"num_pairs": 200, "shard_size": 100, "batch_size": 100},
+    "student": {"train": {"train_steps": 10, "checkpoint_every": 5, "log_every": 5}},
+    "sample": {"num_samples": 200, "batch_size": 100},
+    "latency": {"batch_sizes": [1, 8], "repeats": 1},
+    "evaluate": {"grid_samples": 16, "latency_batch_size": 8},
+}
+METHODS = ["teacher", "dd", "onestep", "skip"]
+FIELDS = ["steps", "fid", "fid_to_teacher", "precision", "recall", "class_accuracy", "seconds_per_image", "speedup"]
+
+
+def _merge(base: dict, override: dict) -> dict:
+    return {k: _merge(base[k], v) if isinstance(v, dict) else v for k, v in override.items()} | \
+        {k: v for k, v in base.items() if k not in override}
+
+
+def _run(args, cwd):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(),
+                    reason="needs the Debian package dataset-fashion-mnist (.ci/run installs it)")
+def test_dvc_repro_on_tiny_params(tmp_path):
+    for name in ["dvc.yaml", "dd", "pipeline"]:
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
+    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    _run(["git", "init", "-q"], tmp_path)
+    _run(["dvc", "init", "-q"], tmp_path)
+    _run(["dvc", "repro"], tmp_path)
+
+    table = json.loads((tmp_path / "metrics" / "llamagen-tiny" / "eval.json").read_text())
+    for method in METHODS:
+        assert all(isinstance(table[method][field], (int, float)) for field in FIELDS), method
+    assert (tmp_path / "metrics" / "llamagen-tiny" / "grids" / "dd.png").exists()
+    assert (tmp_path / "metrics" / "llamagen-tiny" / "fid_vs_latency.png").exists()
+
+    # student.steps=2 invalidates sampling, latency and evaluation only
+    params["student"]["steps"] = 2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    status = _run(["dvc", "status", "--json"], tmp_path)
+    assert set(json.loads(status)) == {"sample_dd@llamagen-tiny", "latency@llamagen-tiny", "evaluate@llamagen-tiny"}

@@ -1,0 +1,68 @@
+"""The DD student: initialised from the teacher, separate from it, trained by cross-entropy on pairs."""
+import torch
+
+from dd.student import DDStudent, student_inputs, student_loss
+from tests.helpers import MICRO, micro_codebook, micro_teacher
+
+
+def test_initialisation_copies_every_shared_teacher_weight():
+    teacher, codebook = micro_teacher(), micro_codebook()
+    student = DDStudent.from_teacher(teacher, codebook)
+    teacher_state, student_state = teacher.state_dict(), student.gpt.state_dict()
+    shared = set(teacher_state) - {"tok_embeddings.weight"}
+    assert shared == set(student_state)
+    for key in shared:
+        assert torch.equal(teacher_state[key], student_state[key]), key
+    # a copy, not the same tensors: training the student must never move the frozen teacher
+    assert all(s.data_ptr() != t.data_ptr() for s, t in zip(student.gpt.parameters(), teacher.parameters()))
+    assert not any(name.startswith("teacher") for name, _ in student.named_modules())
+
+
+def test_input_projection_embeds_codes_like_the_teacher():
+    """Least-squares init: Linear(c_j) is the teacher's embedding of token j, as well as a d-dim map can."""
+    teacher, codebook = micro_teacher(), micro_codebook(code_dim=MICRO.vocab_size - 1)   # d + bias = V: exact
+    student = DDStudent.from_teacher(teacher, codebook)
+    projected = student.input_projection(codebook)
+    assert torch.allclose(projected, teacher.tok_embeddings.weight, atol=1e-4)
+
+
+def test_inputs_and_loss_follow_the_timestep():
+    teacher, codebook = micro_teacher(), micro_codebook()
+    tokens = torch.randint(MICRO.vocab_size, (5, MICRO.num_image_tokens))
+    noise = torch.randn(5, MICRO.num_image_tokens, codebook.shape[1])
+    inputs = student_inputs(tokens, noise, codebook, torch.tensor([0, 3, 3, 16, 8]))
+    assert torch.equal(inputs[0], noise[0])
+    assert torch.equal(inputs[1, :3], codebook[tokens[1, :3]]) and torch.equal(inputs[1, 3:], noise[1, 3:])
+    assert torch.equal(inputs[3], codebook[tokens[3]])
+    student = DDStudent.from_teacher(teacher, codebook)
+    loss = student_loss(student, torch.tensor([0, 1, 2, 0, 1]), noise, tokens, codebook, torch.tensor([0, 3, 3, 8, 8]))
+    loss.backward()
+    assert loss.item() > 0 and student.input_projection.weight.grad is not None
+
+
+def test_student_output_is_causal_in_the_noise():
+    """Output i may depend on eps_<=i (and the class) only, like the flow map's token i."""
+    student = DDStudent.from_teacher(micro_teacher(), micro_codebook()).eval()
+    noise = torch.randn(1, MICRO.num_image_tokens, 4)
+    changed = noise.clone()
+    changed[0, 9] += 1.0
+    labels = torch.tensor([1])
+    before, after = student(labels, noise, 0), student(labels, changed, 0)
+    assert torch.allclose(before[0, :9], after[0, :9], atol=1e-6)
+    assert not torch.allclose(before[0, 9], after[0, 9])
+
+
+def test_student_overfits_a_few_pairs():
+    """The one-step generator can learn a fixed noise -> tokens map (what distillation asks of it)."""
+    torch.manual_seed(0)
+    teacher, codebook = micro_teacher(), micro_codebook()
+    student = DDStudent.from_teacher(teacher, codebook)
+    tokens = torch.randint(MICRO.vocab_size, (8, MICRO.num_image_tokens))
+    noise, labels = torch.randn(8, MICRO.num_image_tokens, 4), torch.arange(8) % 3
+    optimizer = torch.optim.Adam(student.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = student_loss(student, labels, noise, tokens, codebook, torch.zeros(8, dtype=torch.long))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert (student.predict(labels, noise, 0) == tokens).float().mean() > 0.95
