@@ -16,13 +16,18 @@ def _problem(num_rows: int, vocab: int = 256, code_dim: int = 8, seed: int = 0, 
     return eps, torch.softmax(logits, -1), codebook
 
 
-def test_token_law_equals_p():
-    """Many noises under ONE distribution: the histogram of tokens must match p (chi-square, p-value > 1e-3)."""
-    num_samples, vocab = 40_000, 12
+def _one_distribution(num_samples: int = 40_000, vocab: int = 12):
+    """Many noises under ONE distribution p over a random codebook."""
     generator = torch.Generator().manual_seed(1)
     codebook = torch.randn(vocab, 8, generator=generator)
     probs = torch.softmax(1.5 * torch.randn(vocab, generator=generator), -1)
-    eps = torch.randn(num_samples, 8, generator=generator)
+    return torch.randn(num_samples, 8, generator=generator), probs, codebook
+
+
+def test_token_law_equals_p():
+    """The histogram of flow-map tokens must match p (chi-square, p-value > 1e-3)."""
+    eps, probs, codebook = _one_distribution()
+    (num_samples, _), vocab = eps.shape, len(probs)
     tokens = flow_map(eps, probs.expand(num_samples, vocab), codebook)
     observed = torch.bincount(tokens, minlength=vocab).numpy()
     expected = probs.double().numpy() * num_samples
@@ -35,11 +40,8 @@ def test_token_law_equals_p():
 
 def test_nearest_code_would_fail_the_law():
     """Guard: the statistical test above has power: plain nearest-code quantisation of eps does not follow p."""
-    num_samples, vocab = 40_000, 12
-    generator = torch.Generator().manual_seed(1)
-    codebook = torch.randn(vocab, 8, generator=generator)
-    probs = torch.softmax(1.5 * torch.randn(vocab, generator=generator), -1)
-    eps = torch.randn(num_samples, 8, generator=generator)
+    eps, probs, codebook = _one_distribution()
+    (num_samples, _), vocab = eps.shape, len(probs)
     nearest = torch.cdist(eps, codebook).argmin(-1)
     observed = torch.bincount(nearest, minlength=vocab).numpy()
     expected = probs.double().numpy()

@@ -161,6 +161,19 @@ def mid_blocks(channels: int) -> nn.Module:
     return mid
 
 
+def run_level(stage: nn.Module, h: Tensor) -> Tensor:
+    """One resolution level of the encoder or decoder: its ResnetBlocks (each followed by attention where the
+    level has it), then its resampling (downsample or upsample) if it has one."""
+    for i, block in enumerate(stage.block):
+        h = block(h)
+        if len(stage.attn):
+            h = stage.attn[i](h)
+    for resample in ("downsample", "upsample"):
+        if hasattr(stage, resample):
+            h = getattr(stage, resample)(h)
+    return h
+
+
 class Encoder(nn.Module):
     """conv_in; per level num_res_blocks ResnetBlocks (each followed by attention on the last level) and a
     Downsample (all but the last level); mid (resnet, attention, resnet); GroupNorm, SiLU, conv_out."""
@@ -191,12 +204,7 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv_in(x)  # (B, ch, H, W)
         for stage in self.down:
-            for i, block in enumerate(stage.block):
-                h = block(h)
-                if len(stage.attn):
-                    h = stage.attn[i](h)
-            if hasattr(stage, "downsample"):
-                h = stage.downsample(h)
+            h = run_level(stage, h)
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))  # (B, ch*mult[-1], h, w)
         return self.conv_out(F.silu(self.norm_out(h)))  # (B, D, h, w)
 
@@ -232,12 +240,7 @@ class Decoder(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))  # (B, ch*mult[-1], h, w)
         for stage in reversed(self.up):
-            for i, block in enumerate(stage.block):
-                h = block(h)
-                if len(stage.attn):
-                    h = stage.attn[i](h)
-            if hasattr(stage, "upsample"):
-                h = stage.upsample(h)
+            h = run_level(stage, h)
         return self.conv_out(F.silu(self.norm_out(h)))  # (B, C, H, W)
 
 
