@@ -83,7 +83,7 @@ def generate(model: GPT, labels: Tensor, recipe: RecipeConfig, choose: Chooser, 
 
     h = model.embed_class(rows)                                            # (rows, 1, C)
     for i in range(num_tokens):
-        h = model.backbone_step(h, positions[i], cache)                    # (rows, 1, C)
+        h = model.backbone_step(h, positions[i], cache, num_visible=i + 1)  # (rows, 1, C), reads slots 0..i
         probs = apply_recipe(model.logits(h[:, 0]), recipe)                 # (B, V)
         tokens[:, i] = choose(probs, i)
         next_tokens = tokens[:, i].repeat(2) if use_cfg else tokens[:, i]

@@ -122,7 +122,8 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, rope: Tensor, cache: tuple[Tensor, Tensor, Tensor, Tensor] | None = None) -> Tensor:
         """Causal attention over x alone, or (cache given) over the cached positions selected by its mask.
 
-        cache = (k_layer (B, H, L, D), v_layer (B, H, L, D), pos (1,), mask (1, L)): k/v of x are written at pos.
+        cache = (k_layer (B, H, L, D), v_layer (B, H, L, D), pos (1,), mask (1, slots)): k/v of x are written at
+        pos; attention reads the first `slots` cache positions.
         """
         q, k, v = rearrange(self.wqkv(x), "b s (three h d) -> three b h s d", three=3, h=self.n_head)  # (B, H, S, D)
         q, k = apply_rope(q, rope), apply_rope(k, rope)
@@ -135,9 +136,10 @@ class Attention(nn.Module):
             v_all.index_copy_(2, pos, v)
             # One query per row: plain matmul-softmax-matmul. (PyTorch's CPU flash kernel spent 6 ms per call
             # on this shape, 40% of a tiny teacher's sampling time; on CUDA both lower to the same few kernels.)
-            scores = torch.einsum("bhqd,bhkd->bhqk", q, k_all) / q.shape[-1] ** 0.5  # (B, H, 1, L)
+            slots = mask.shape[-1]
+            scores = torch.einsum("bhqd,bhkd->bhqk", q, k_all[:, :, :slots]) / q.shape[-1] ** 0.5  # (B, H, 1, slots)
             weights = scores.masked_fill(~mask, float("-inf")).softmax(-1)
-            out = torch.einsum("bhqk,bhkd->bhqd", weights, v_all)  # (B, H, 1, D)
+            out = torch.einsum("bhqk,bhkd->bhqd", weights, v_all[:, :, :slots])  # (B, H, 1, D)
         return self.wo(rearrange(out, "b h s d -> b s (h d)"))  # (B, S, C)
 
 
@@ -224,15 +226,18 @@ class GPT(nn.Module):
             h = layer(h, rope)  # (B, S, C)
         return self.norm(h)  # (B, S, C)
 
-    def backbone_step(self, h: Tensor, pos: Tensor, cache: KVCache) -> Tensor:
+    def backbone_step(self, h: Tensor, pos: Tensor, cache: KVCache, num_visible: int | None = None) -> Tensor:
         """One position (0-dim tensor pos) through all layers, reading and extending the static cache.
 
         Only tensor ops on pos (no .item(), no shapes that depend on it), so the step can be captured in a
-        CUDA graph and replayed with pos updated in place.
+        CUDA graph and replayed with pos updated in place. A caller that knows the step as a Python int may
+        pass num_visible = pos + 1: attention then reads only the slots written so far (half the cache on
+        average; each step of an unrolled loop still has a static shape).
         """
         idx = pos.reshape(1)  # (1,)
         rope = self.rope.index_select(0, idx)  # (1, D/2, 2)
-        mask = (torch.arange(self.config.max_seq_len, device=pos.device) <= pos)[None]  # (1, L): slots written so far
+        num_slots = self.config.max_seq_len if num_visible is None else num_visible
+        mask = (torch.arange(num_slots, device=pos.device) <= pos)[None]  # (1, slots): slots written so far
         for i, layer in enumerate(self.layers):
             h = layer(h, rope, (cache.k[i], cache.v[i], idx, mask))  # (B, 1, C)
         return self.norm(h)  # (B, 1, C)
