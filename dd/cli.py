@@ -47,7 +47,7 @@ def _run_stage(stage: str, teacher: str | None, params: Path, dry_run: bool, pro
     module = importlib.import_module(f"pipeline.{stage}")
     layout = Layout(teacher or "")
     started = time.time()
-    result = module.run(config, layout) if stage == "data" else module.run(config, layout, progress=progress)
+    result = module.run(config, layout, progress=progress)
     seconds = time.time() - started
     # A wall-clock record of every stage run, for the pipeline's time budget (not a DVC output: it is noise).
     with open(layout.data_root / "stage_times.jsonl", "a") as log:

@@ -59,9 +59,9 @@ def apply_recipe(logits: Tensor, recipe: RecipeConfig) -> Tensor:
         logits = logits.masked_fill(logits < kth_largest, float("-inf"))
     if recipe.top_p < 1.0:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        sorted_probs = sorted_logits.softmax(-1)
         # Drop a token when the ones ranked above it already hold top_p of the mass (the first always stays).
-        drop_sorted = (cumulative - sorted_logits.softmax(-1)) >= recipe.top_p
+        drop_sorted = (sorted_probs.cumsum(-1) - sorted_probs) >= recipe.top_p
         logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
     return logits.softmax(-1)
 

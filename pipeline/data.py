@@ -5,7 +5,8 @@ from dd.config import Config
 from dd.data import load_dataset
 
 
-def run(config: Config, layout: Layout) -> dict:
+def run(config: Config, layout: Layout, progress: bool = True) -> dict:
+    # Reading the IDX files takes seconds: no progress bar to show.
     summary = {}
     for split in ("train", "test"):
         images = load_dataset(config.data.source, split, config.data.image_size, config.data.test_fraction,
