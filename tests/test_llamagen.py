@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -46,11 +47,16 @@ def test_state_dict_matches_published_checkpoint_layout():
     assert got == expected  # in particular: no RoPE buffer among the keys
 
 
-def test_rope_layout_rows_then_columns_and_zero_class_rows():
-    model = GPT(PRESETS["llamagen-tiny"])
-    rope = model.rope  # (L, D/2, 2); head_dim 32 -> 8 row pairs then 8 column pairs
+def test_rope_layout_rows_then_columns_and_class_rows():
+    published_layout = dataclasses.replace(PRESETS["llamagen-tiny"], zero_class_rope=True)
+    rope = GPT(published_layout).rope  # (L, D/2, 2); head_dim 32 -> 8 row pairs then 8 column pairs
     assert rope.shape == (1 + 64, 16, 2)
     assert torch.all(rope[0] == 0)  # class token: q and k zeroed, as in the reference
+    assert all(PRESETS[name].zero_class_rope for name in ("llamagen-b", "llamagen-l", "llamagen-xl"))
+    # The tiny preset keeps the class token's key (identity rotation); the image rows are the same.
+    tiny_rope = GPT(PRESETS["llamagen-tiny"]).rope
+    assert torch.all(tiny_rope[0, :, 0] == 1) and torch.all(tiny_rope[0, :, 1] == 0)
+    assert torch.equal(tiny_rope[1:], rope[1:])
     row, col = 1, 2
     r = rope[1 + row * 8 + col]  # raster order
     # Pair 0 and pair D/4 use frequency 1: angle = row for the first half, = col for the second half.

@@ -36,6 +36,10 @@ class GPTConfig:
     grid_size: int  # image tokens per side
     cls_token_num: int = 1
     rope_base: float = 10000.0
+    # LlamaGen zeroes the class token's rotary row, so its query and key vanish and every query gives it the
+    # attention logit 0 (the published checkpoints need this). False rotates it by angle 0 instead (identity):
+    # its key is kept, and attention can find the class token by content.
+    zero_class_rope: bool = True
     norm_eps: float = 1e-5
     multiple_of: int = 256
 
@@ -72,7 +76,10 @@ def rope_table_2d(config: GPTConfig) -> Tensor:
     g = config.grid_size
     grid = torch.cat([angle[:, None, :].expand(g, g, -1), angle[None, :, :].expand(g, g, -1)], dim=-1)  # (row, col, D/2)
     table = torch.stack([grid.cos(), grid.sin()], dim=-1).flatten(0, 1)  # (T, D/2, 2), raster order
-    return torch.cat([torch.zeros(config.cls_token_num, half, 2), table])  # (S, D/2, 2)
+    class_rows = torch.zeros(config.cls_token_num, half, 2)  # (cos, sin) = (0, 0): q = k = 0
+    if not config.zero_class_rope:
+        class_rows[..., 0] = 1.0  # (cos, sin) = (1, 0): identity rotation
+    return torch.cat([class_rows, table])  # (S, D/2, 2)
 
 
 def apply_rope(x: Tensor, rope: Tensor) -> Tensor:
@@ -255,7 +262,8 @@ class GPT(nn.Module):
 
 PRESETS: dict[str, GPTConfig] = {
     # Small enough to train and sample on a CPU; the embedded default.
-    "llamagen-tiny": GPTConfig(dim=192, n_layer=4, n_head=6, vocab_size=256, num_classes=10, grid_size=8),
+    "llamagen-tiny": GPTConfig(dim=192, n_layer=4, n_head=6, vocab_size=256, num_classes=10, grid_size=8,
+                               zero_class_rope=False),
     # Published ImageNet sizes (256px, 16x16 tokens): 110.89M, 342.91M and 774.70M parameters.
     "llamagen-b": GPTConfig(dim=768, n_layer=12, n_head=12, vocab_size=16384, num_classes=1000, grid_size=16),
     "llamagen-l": GPTConfig(dim=1024, n_layer=24, n_head=16, vocab_size=16384, num_classes=1000, grid_size=16),
