@@ -129,5 +129,29 @@ def report(params: Params = Path("params.yaml")):
                        for m in ("teacher", "dd", "skip", "onestep")) + f" | {row['dd']['speedup']:.1f}x |")
 
 
+@app.command()
+def download(url: Annotated[str, typer.Argument(help="http(s):// or file:// URL of the checkpoint.")],
+             destination: Annotated[Path, typer.Argument(help="Where the verified file goes.")],
+             sha256: Annotated[str, typer.Option("--sha256", help="Expected hex digest, checked before the file "
+                                                 "is renamed into place.")] = "",
+             retries: Annotated[int, typer.Option("--retries", help="Further attempts after a transient "
+                                                  "failure, with exponential backoff.")] = 5,
+             progress: Progress = True):
+    """Download a published checkpoint: resumes a partial file, retries, verifies, renames atomically.
+
+    Examples:
+      dd download https://huggingface.co/FoundationVision/LlamaGen/resolve/main/c2i_B_256.pt data/llamagen-b/c2i_B_256.pt
+      dd download https://huggingface.co/FoundationVision/var/resolve/main/var_d16.pth var_d16.pth --sha256 <hex>
+    """
+    from dd.download import DownloadError, download as fetch
+
+    try:
+        path = fetch(url, destination, sha256=sha256 or None, retries=retries, progress=progress)
+    except DownloadError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{path} ({path.stat().st_size} bytes)")
+
+
 if __name__ == "__main__":
     app()
