@@ -1,10 +1,14 @@
-"""GPU check: teacher vs DD 1-step latency at full LlamaGen sizes, and an end-to-end smoke on the GPU.
+"""GPU check: teacher vs DD 1-step latency at the published sizes, and an end-to-end smoke on the GPU.
 
 Speed does not depend on the weights, so the models are the published architectures with random weights
 (bf16). For each preset and batch size it times, with CUDA events (median of `--repeats` after a warm-up):
-  teacher        the KV-cached AR sampler (recipe of the paper: cfg 2.0, top-k 8000), eager
+  teacher        the KV-cached sampler with the paper's recipe (LlamaGen: 256 token steps, cfg 2.0, top-k 8000;
+                 VAR: 10 scale steps through the VQVAE's f_hat, cfg 2.0 ramped over scales, top-k 900,
+                 top-p 0.95), eager
   teacher_graph  the same whole sampling loop captured once as a CUDA graph and replayed
-  dd_1step       the DD student's single forward on noise (+ argmax), eager and as a CUDA graph
+  dd_1step       the DD student's single forward on noise (+ argmax), eager and as a CUDA graph. For VAR
+                 (no VAR student yet) it is the transformer's forward over all 680 tokens from noise inputs:
+                 the student's cost minus its one extra first-scale token
 Then a smoke run: a few hundred pairs from llamagen-b through the flow map, a few student training steps on
 them, and 1- and 2-step sampling, all on the GPU.
 
@@ -24,12 +28,16 @@ import torch
 
 from dd.config import FlowConfig, PairsConfig, RecipeConfig, TrainConfig
 from dd.models.llamagen import GPT, PRESETS
+from dd.models.var import VAR, PRESETS as VAR_PRESETS
+from dd.models.var_vqvae import MultiScaleVQVAE, PRESETS as VAE_PRESETS
 from dd.pairs import read_pairs, write_pairs
 from dd.sampling import per_sample_noise, balanced_labels, sample_dd, sample_teacher
 from dd.student import DDStudent, student_loss
 from dd.training import train
+from dd.var_teacher import sample_var_teacher
 
 PAPER_RECIPE = RecipeConfig(cfg_scale=2.0, temperature=1.0, top_k=8000, top_p=1.0)   # DD's LlamaGen setting
+VAR_PAPER_RECIPE = RecipeConfig(cfg_scale=2.0, temperature=1.0, top_k=900, top_p=0.95)  # DD's VAR setting
 CODE_DIM = 8
 
 
@@ -67,18 +75,32 @@ def as_graph(function):
     return graph.replay
 
 
+def samplers(preset: str, device):
+    """(teacher(labels, noise), dd_1step(labels, noise), tokens per image, code dim, classes) of a preset."""
+    if preset in VAR_PRESETS:
+        model = VAR(VAR_PRESETS[preset]).to(device, torch.bfloat16).eval().requires_grad_(False)
+        vae_preset = "vae-tiny" if preset == "var-tiny" else "vae-ch160v4096z32"
+        vqvae = MultiScaleVQVAE(VAE_PRESETS[vae_preset]).to(device).eval().requires_grad_(False)
+        config = model.config
+        teacher = lambda labels, noise: sample_var_teacher(model, vqvae, VAR_PAPER_RECIPE, labels, noise)
+        dd = lambda labels, noise: model(labels, noise[:, config.first_len:].to(torch.bfloat16)).argmax(-1)
+        return teacher, torch.inference_mode()(dd), config.num_tokens, config.code_dim, config.num_classes
+    model = random_model(preset, device)
+    student = DDStudent(model, CODE_DIM).to(device, torch.bfloat16).eval().requires_grad_(False)
+    codebook = torch.randn(model.config.vocab_size, CODE_DIM, device=device)
+    teacher = lambda labels, noise: sample_teacher(model, PAPER_RECIPE, labels, noise)
+    dd = lambda labels, noise: sample_dd(student, codebook, 1, 0, labels, noise.to(torch.bfloat16))
+    return teacher, dd, model.config.num_image_tokens, CODE_DIM, model.config.num_classes
+
+
 def latency_table(presets, batch_sizes, repeats, device) -> list[dict]:
     rows = []
     for preset in presets:
-        teacher = random_model(preset, device)
-        student = DDStudent(teacher, CODE_DIM).to(device, torch.bfloat16).eval().requires_grad_(False)
-        codebook = torch.randn(teacher.config.vocab_size, CODE_DIM, device=device)
-        num_tokens = teacher.config.num_image_tokens
+        teacher, dd, num_tokens, code_dim, num_classes = samplers(preset, device)
         for batch_size in batch_sizes:
-            labels = balanced_labels(range(batch_size), teacher.config.num_classes).to(device)
-            noise = per_sample_noise(0, range(batch_size), num_tokens, CODE_DIM).to(device)
-            run_teacher = lambda: sample_teacher(teacher, PAPER_RECIPE, labels, noise)
-            run_dd = lambda: sample_dd(student, codebook, 1, 0, labels, noise.to(torch.bfloat16))
+            labels = balanced_labels(range(batch_size), num_classes).to(device)
+            noise = per_sample_noise(0, range(batch_size), num_tokens, code_dim).to(device)
+            run_teacher, run_dd = (lambda: teacher(labels, noise)), (lambda: dd(labels, noise))
             timings = {"teacher": time_call(run_teacher, repeats), "dd_1step": time_call(run_dd, repeats)}
             timings["teacher_graph"] = time_call(as_graph(run_teacher), repeats)
             timings["dd_1step_graph"] = time_call(as_graph(run_dd), repeats)
@@ -89,7 +111,7 @@ def latency_table(presets, batch_sizes, repeats, device) -> list[dict]:
             row["graph_gain_teacher"] = timings["teacher"] / timings["teacher_graph"]
             rows.append(row)
             print(json.dumps(row), flush=True)
-        del teacher, student
+        del teacher, dd
         torch.cuda.empty_cache()
     return rows
 
@@ -134,7 +156,7 @@ def smoke(device, num_pairs: int, student_steps: int) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["llamagen-b", "llamagen-l"])
+    parser.add_argument("--presets", nargs="+", default=["llamagen-b", "llamagen-l", "var-d16"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 256])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--smoke-pairs", type=int, default=256)
@@ -146,13 +168,14 @@ def main():
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True   # recorded in the output: it changes numerics, not shapes
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "tf32": True, "dtype": "bfloat16",
-              "recipe": dataclasses.asdict(PAPER_RECIPE)}
+              "recipe": {"llamagen": dataclasses.asdict(PAPER_RECIPE), "var": dataclasses.asdict(VAR_PAPER_RECIPE)}}
     result["latency"] = latency_table(args.presets, args.batch_sizes, args.repeats, device)
     result["smoke"] = smoke(device, args.smoke_pairs, args.smoke_student_steps)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2))
-    print(f"\n{result['device']}, torch {result['torch']}, bf16, recipe cfg 2.0 top-k 8000")
+    print(f"\n{result['device']}, torch {result['torch']}, bf16, paper recipes (LlamaGen cfg 2.0 top-k 8000; VAR cfg 2.0 "
+          "ramped, top-k 900, top-p 0.95)")
     print(f"{'preset':<12}{'batch':>6}{'teacher ms/img':>16}{'graph':>10}{'dd 1-step':>11}{'graph':>10}{'speed-up':>10}")
     for row in result["latency"]:
         print(f"{row['preset']:<12}{row['batch_size']:>6}{row['teacher_ms_per_image']:>16.3f}"

@@ -1,0 +1,76 @@
+"""VAR as a teacher: its next-scale sampling loop, with the KV cache across scales and its recipe.
+
+The loop mirrors dd.teachers.generate for raster-order models: at each scale the transformer gives logits for
+all tokens of that scale at once (they are independent given the coarser scales), the recipe turns them into
+the categorical the teacher samples from, and a `choose` function picks the tokens: an inverse-CDF draw for
+ordinary sampling, the DD flow map for pairs (method.md section 3: each token maps its own noise). The
+VQVAE then adds the scale to the running reconstruction f_hat and area-downsamples it into the next scale's
+input. Shapes depend only on the Python int scale index and nothing synchronises with the device, so the
+whole loop can be captured as one CUDA graph.
+
+Recipe (VAR's autoregressive_infer_cfg): guidance ramps over scales, t_k = cfg * k / (K - 1), and the guided
+logits are (1 + t_k) cond - t_k uncond, i.e. dd.teachers' constant-CFG formula with scale 1 + t_k; then
+temperature, top-k and top-p as for LlamaGen.
+
+Dimensions: B batch, P tokens of one scale, V codebook size, E code dim, K scales, L tokens of all scales.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from dd.config import RecipeConfig
+from dd.models.var import VAR, VARKVCache, cfg_ramp
+from dd.models.var_vqvae import MultiScaleVQVAE
+from dd.sampling import inverse_cdf, token_uniforms
+from dd.teachers import apply_recipe
+
+# choose(probs (B*P, V), scale_index) -> tokens (B*P,)
+ScaleChooser = Callable[[Tensor, int], Tensor]
+
+
+def guided_probs(logits: Tensor, recipe: RecipeConfig, scale_index: int, num_scales: int) -> Tensor:
+    """Scale logits (2B, P, V) (conditional rows first, then null-class rows) -> probs (B*P, V) after the recipe.
+
+    With recipe.cfg_scale == 1 the logits are (B, P, V), conditional only.
+    """
+    if recipe.cfg_scale == 1.0:
+        guided = logits
+    else:
+        conditional, unconditional = logits.float().chunk(2)
+        t = cfg_ramp(recipe.cfg_scale, scale_index, num_scales)
+        guided = unconditional + (1.0 + t) * (conditional - unconditional)          # (B, P, V)
+    return apply_recipe(guided.flatten(0, 1), dataclasses.replace(recipe, cfg_scale=1.0))
+
+
+def generate_var(model: VAR, vqvae: MultiScaleVQVAE, labels: Tensor, recipe: RecipeConfig,
+                 choose: ScaleChooser) -> list[Tensor]:
+    """VAR's next-scale loop with a static KV cache: one LongTensor (B, P_k) of tokens per scale k."""
+    config = model.config
+    use_cfg = recipe.cfg_scale != 1.0
+    rows = torch.cat([labels, torch.full_like(labels, config.num_classes)]) if use_cfg else labels   # (2B,) or (B,)
+    cache = VARKVCache.allocate(config, len(rows), next(model.parameters()).dtype, labels.device)
+    f_hat, scale_input, tokens = None, None, []
+    for k in range(config.num_scales):
+        logits = model.step(k, rows, scale_input, cache)                            # (rows, P, V)
+        probs = guided_probs(logits, recipe, k, config.num_scales)                 # (B*P, V)
+        chosen = choose(probs, k).view(len(labels), -1)                             # (B, P)
+        tokens.append(chosen)
+        f_hat, next_input = vqvae.fhat_step(k, f_hat, chosen)                       # next_input (B, P', E)
+        if next_input is not None:
+            scale_input = torch.cat([next_input, next_input]) if use_cfg else next_input
+            scale_input = scale_input.to(cache.k.dtype)
+    return tokens
+
+
+@torch.inference_mode()
+def sample_var_teacher(model: VAR, vqvae: MultiScaleVQVAE, recipe: RecipeConfig, labels: Tensor,
+                       noise: Tensor) -> list[Tensor]:
+    """The teacher's own sampling: token i drawn by inverse CDF with u_i = Phi(noise[:, i, 0]); noise (B, L, E)."""
+    uniforms = token_uniforms(noise)                                                 # (B, L)
+    slices = model.config.scale_slices
+    return generate_var(model, vqvae, labels, recipe,
+                        lambda probs, k: inverse_cdf(probs, uniforms[:, slices[k][0]:slices[k][1]].flatten()))
