@@ -50,3 +50,17 @@ class Upsample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))  # (B, C, 2H, 2W)
+
+
+def run_level(level: nn.Module, h: Tensor, blocks: nn.ModuleList) -> Tensor:
+    """One resolution level of an encoder or decoder: its ResnetBlocks `blocks` (each followed by the level's
+    attention block where it has them, `level.attn`), then its downsample or upsample if it has one. The
+    checkpoints name the ResnetBlock list differently (VAR `block`, LlamaGen `res`), so the caller passes it."""
+    for i, block in enumerate(blocks):
+        h = block(h)
+        if len(level.attn):
+            h = level.attn[i](h)
+    for resample in ("downsample", "upsample"):
+        if hasattr(level, resample):
+            h = getattr(level, resample)(h)
+    return h

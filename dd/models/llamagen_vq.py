@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from dd.models.conv_blocks import Downsample, ResnetBlock, Upsample, group_norm
+from dd.models.conv_blocks import Downsample, ResnetBlock, Upsample, group_norm, run_level
 
 # Length of the reference's code-usage record (a rolling window of recent training tokens). It is fixed,
 # whatever the codebook size, and the buffer is in the published state_dict, so every preset carries it.
@@ -94,17 +94,6 @@ def make_level(c_in: int, c_out: int, num_blocks: int, attention: bool, resample
     return level
 
 
-def run_level(level: nn.Module, h: Tensor) -> Tensor:
-    for j, block in enumerate(level.res):
-        h = block(h)
-        if len(level.attn):
-            h = level.attn[j](h)
-    for resample in ("downsample", "upsample"):
-        if hasattr(level, resample):
-            h = getattr(level, resample)(h)
-    return h
-
-
 class Encoder(nn.Module):
     """conv_in; per level num_res_blocks ResnetBlocks (each followed by attention on the last, lowest-resolution
     level) and a Downsample (all but the last level); mid; GroupNorm, swish, conv_out to z_channels."""
@@ -128,7 +117,7 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv_in(x)  # (B, ch, H, W)
         for level in self.conv_blocks:
-            h = run_level(level, h)
+            h = run_level(level, h, level.res)
         for block in self.mid:
             h = block(h)  # (B, ch*mult[-1], h, w)
         return self.conv_out(F.silu(self.norm_out(h)))  # (B, Z, h, w)
@@ -159,7 +148,7 @@ class Decoder(nn.Module):
         for block in self.mid:
             h = block(h)
         for level in self.conv_blocks:
-            h = run_level(level, h)  # (B, ch*mult[0], H, W) after the last level
+            h = run_level(level, h, level.res)  # (B, ch*mult[0], H, W) after the last level
         return self.conv_out(F.silu(self.norm_out(h)))  # (B, C, H, W)
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from dd.models.conv_blocks import Downsample, ResnetBlock, Upsample, group_norm
+from dd.models.conv_blocks import Downsample, ResnetBlock, Upsample, group_norm, run_level
 
 
 @dataclass(frozen=True)
@@ -120,19 +120,6 @@ def mid_blocks(channels: int) -> nn.Module:
     return mid
 
 
-def run_level(stage: nn.Module, h: Tensor) -> Tensor:
-    """One resolution level of the encoder or decoder: its ResnetBlocks (each followed by attention where the
-    level has it), then its resampling (downsample or upsample) if it has one."""
-    for i, block in enumerate(stage.block):
-        h = block(h)
-        if len(stage.attn):
-            h = stage.attn[i](h)
-    for resample in ("downsample", "upsample"):
-        if hasattr(stage, resample):
-            h = getattr(stage, resample)(h)
-    return h
-
-
 class Encoder(nn.Module):
     """conv_in; per level num_res_blocks ResnetBlocks (each followed by attention on the last level) and a
     Downsample (all but the last level); mid (resnet, attention, resnet); GroupNorm, SiLU, conv_out."""
@@ -163,7 +150,7 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv_in(x)  # (B, ch, H, W)
         for stage in self.down:
-            h = run_level(stage, h)
+            h = run_level(stage, h, stage.block)
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))  # (B, ch*mult[-1], h, w)
         return self.conv_out(F.silu(self.norm_out(h)))  # (B, D, h, w)
 
@@ -199,7 +186,7 @@ class Decoder(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))  # (B, ch*mult[-1], h, w)
         for stage in reversed(self.up):
-            h = run_level(stage, h)
+            h = run_level(stage, h, stage.block)
         return self.conv_out(F.silu(self.norm_out(h)))  # (B, C, H, W)
 
 
