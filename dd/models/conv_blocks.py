@@ -52,6 +52,24 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))  # (B, C, 2H, 2W)
 
 
+def make_level(c_in: int, c_out: int, num_blocks: int, attention: type[nn.Module] | None,
+               resample: nn.Module | None, blocks_name: str) -> nn.Module:
+    """One resolution level: `num_blocks` ResnetBlocks under `blocks_name` (VAR `block`, LlamaGen `res`), an
+    `attention` block after each one (or none: an empty `attn`), and the optional resampler under its own name
+    (`downsample` or `upsample`), as the checkpoints lay them out. Blocks are built in the order they run."""
+    level = nn.Module()
+    blocks, attn = nn.ModuleList(), nn.ModuleList()
+    for j in range(num_blocks):
+        blocks.append(ResnetBlock(c_in if j == 0 else c_out, c_out))
+        if attention is not None:
+            attn.append(attention(c_out))
+    setattr(level, blocks_name, blocks)
+    level.attn = attn
+    if resample is not None:
+        setattr(level, "downsample" if isinstance(resample, Downsample) else "upsample", resample)
+    return level
+
+
 def run_level(level: nn.Module, h: Tensor, blocks: nn.ModuleList) -> Tensor:
     """One resolution level of an encoder or decoder: its ResnetBlocks `blocks` (each followed by the level's
     attention block where it has them, `level.attn`), then its downsample or upsample if it has one. The

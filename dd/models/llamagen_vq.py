@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from dd.models.conv_blocks import Downsample, ResnetBlock, Upsample, group_norm, run_level
+from dd.models.conv_blocks import Downsample, ResnetBlock, Upsample, group_norm, make_level, run_level
 
 # Length of the reference's code-usage record (a rolling window of recent training tokens). It is fixed,
 # whatever the codebook size, and the buffer is in the published state_dict, so every preset carries it.
@@ -82,18 +82,6 @@ def mid_blocks(channels: int) -> nn.ModuleList:
     return nn.ModuleList([ResnetBlock(channels, channels), AttnBlock(channels), ResnetBlock(channels, channels)])
 
 
-def make_level(c_in: int, c_out: int, num_blocks: int, attention: bool, resample: nn.Module | None,
-               resample_name: str) -> nn.Module:
-    """One resolution level: ``res`` blocks, ``attn`` blocks (one after each res block, or none) and an optional
-    resampler, under the reference's names (conv_blocks.i.res.j, conv_blocks.i.attn.j, conv_blocks.i.downsample)."""
-    level = nn.Module()
-    level.res = nn.ModuleList(ResnetBlock(c_in if j == 0 else c_out, c_out) for j in range(num_blocks))
-    level.attn = nn.ModuleList(AttnBlock(c_out) for _ in range(num_blocks if attention else 0))
-    if resample is not None:
-        setattr(level, resample_name, resample)
-    return level
-
-
 class Encoder(nn.Module):
     """conv_in; per level num_res_blocks ResnetBlocks (each followed by attention on the last, lowest-resolution
     level) and a Downsample (all but the last level); mid; GroupNorm, swish, conv_out to z_channels."""
@@ -107,8 +95,8 @@ class Encoder(nn.Module):
         for i, m in enumerate(mult):
             last = i == len(mult) - 1
             c_out = ch * m
-            self.conv_blocks.append(make_level(c_in, c_out, config.num_res_blocks, attention=last,
-                                               resample=None if last else Downsample(c_out), resample_name="downsample"))
+            self.conv_blocks.append(make_level(c_in, c_out, config.num_res_blocks, AttnBlock if last else None,
+                                               None if last else Downsample(c_out), blocks_name="res"))
             c_in = c_out
         self.mid = mid_blocks(c_in)
         self.norm_out = group_norm(c_in)
@@ -137,8 +125,9 @@ class Decoder(nn.Module):
         self.conv_blocks = nn.ModuleList()
         for i in reversed(range(len(mult))):
             c_out = ch * mult[i]
-            self.conv_blocks.append(make_level(c_in, c_out, config.num_res_blocks + 1, attention=i == len(mult) - 1,
-                                               resample=Upsample(c_out) if i != 0 else None, resample_name="upsample"))
+            self.conv_blocks.append(make_level(c_in, c_out, config.num_res_blocks + 1,
+                                               AttnBlock if i == len(mult) - 1 else None,
+                                               Upsample(c_out) if i != 0 else None, blocks_name="res"))
             c_in = c_out
         self.norm_out = group_norm(c_in)
         self.conv_out = nn.Conv2d(c_in, config.in_channels, 3, padding=1)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from dd.models.conv_blocks import Downsample, ResnetBlock, Upsample, group_norm, run_level
+from dd.models.conv_blocks import Downsample, ResnetBlock, Upsample, group_norm, make_level, run_level
 
 
 @dataclass(frozen=True)
@@ -132,17 +132,9 @@ class Encoder(nn.Module):
         c_in = ch
         for level, m in enumerate(mult):
             last = level == len(mult) - 1
-            stage = nn.Module()
-            stage.block = nn.ModuleList()
-            stage.attn = nn.ModuleList()
-            for _ in range(config.num_res_blocks):
-                stage.block.append(ResnetBlock(c_in, ch * m))
-                c_in = ch * m
-                if last:
-                    stage.attn.append(AttnBlock(c_in))
-            if not last:
-                stage.downsample = Downsample(c_in)
-            self.down.append(stage)
+            self.down.append(make_level(c_in, ch * m, config.num_res_blocks, AttnBlock if last else None,
+                                        None if last else Downsample(ch * m), blocks_name="block"))
+            c_in = ch * m
         self.mid = mid_blocks(c_in)
         self.norm_out = group_norm(c_in)
         self.conv_out = nn.Conv2d(c_in, config.code_dim, 3, padding=1)
@@ -168,17 +160,10 @@ class Decoder(nn.Module):
         self.mid = mid_blocks(c_in)
         stages = []
         for level in reversed(range(len(mult))):
-            stage = nn.Module()
-            stage.block = nn.ModuleList()
-            stage.attn = nn.ModuleList()
-            for _ in range(config.num_res_blocks + 1):
-                stage.block.append(ResnetBlock(c_in, ch * mult[level]))
-                c_in = ch * mult[level]
-                if level == len(mult) - 1:
-                    stage.attn.append(AttnBlock(c_in))
-            if level != 0:
-                stage.upsample = Upsample(c_in)
-            stages.insert(0, stage)
+            stages.insert(0, make_level(c_in, ch * mult[level], config.num_res_blocks + 1,
+                                        AttnBlock if level == len(mult) - 1 else None,
+                                        Upsample(ch * mult[level]) if level != 0 else None, blocks_name="block"))
+            c_in = ch * mult[level]
         self.up = nn.ModuleList(stages)
         self.norm_out = group_norm(c_in)
         self.conv_out = nn.Conv2d(c_in, config.in_channels, 3, padding=1)
