@@ -31,11 +31,12 @@ Threads = Annotated[int, typer.Option("--threads", help="torch CPU threads; 0 ke
 def _run_stage(stage: str, teacher: str | None, params: Path, dry_run: bool, progress: bool, threads: int) -> None:
     try:
         config = load_config(params)
+        if teacher is not None and teacher not in config.teachers:
+            raise typer.BadParameter(f"'{teacher}' is not in params.yaml teachers {list(config.teachers)}; add it "
+                                     "there first (DVC runs one stage per listed teacher)", param_hint="TEACHER")
+        config = load_config(params, teacher)   # resolved for this teacher: a published one carries its recipe
     except ConfigError as error:
         raise typer.BadParameter(str(error), param_hint="params") from None
-    if teacher is not None and teacher not in config.teachers:
-        raise typer.BadParameter(f"'{teacher}' is not in params.yaml teachers {list(config.teachers)}; add it there "
-                                 "first (DVC runs one stage per listed teacher)", param_hint="TEACHER")
     if dry_run:
         typer.echo(json.dumps(to_dict(config), indent=2))
         return
@@ -88,8 +89,10 @@ def _teacher_command(stage: str, summary: str):
     app.command(name=stage.replace("_", "-"))(command)
 
 
-_teacher_command("tokenizer", "Fit the teacher's VQ tokenizer on the train split (tokenizer.*).")
-_teacher_command("teacher", "Train the AR teacher (teacher.*); rerun the same command to resume.")
+_teacher_command("tokenizer", "Fit the teacher's VQ tokenizer on the train split, or download a published teacher's "
+                              "VQ (tokenizer.source; tokenizer.*).")
+_teacher_command("teacher", "Train the AR teacher (teacher.*; rerun the same command to resume), or download the "
+                            "published checkpoint (teacher.source: download; resumes a partial file, checks sha256).")
 _teacher_command("pairs", "Generate the DD (noise, tokens, class) pairs as webdataset shards (pairs.*, recipe.*, "
                           "flow.*); rerun to resume, complete shards are kept. Under torchrun, shards are split over ranks.")
 _teacher_command("student", "Train the DD student on the pairs (student.*); rerun the same command to resume.")
@@ -115,18 +118,22 @@ def report(params: Params = Path("params.yaml")):
                    f"latency on CPU, {latency['threads']} threads, batch {table['protocol']['latency_batch_size']})\n")
         typer.echo("| method | steps | FID | FID / teacher | fid_to_teacher | precision | recall | class acc. | ms / image | speed-up |")
         typer.echo("|---|---|---|---|---|---|---|---|---|---|")
-        for method in ("teacher", "dd", "skip", "onestep", "reconstruction"):
+        for method in [m for m in ("teacher", "dd", "skip", "onestep", "reconstruction") if m in table]:
             row = table[method]
             timing = (f"{1000 * row['seconds_per_image']:.2f} | {row['speedup']:.1f}x" if "speedup" in row else "- | -")
+            cells = [_cell(row.get(key)) for key in ("precision", "recall", "class_accuracy")]  # null under Inception
             typer.echo(f"| {method} | {row['steps']} | {row['fid']:.2f} | {row['fid'] / table['teacher']['fid']:.2f} | "
-                       f"{row['fid_to_teacher']:.2f} | {row['precision']:.3f} | {row['recall']:.3f} | "
-                       f"{row['class_accuracy']:.3f} | {timing} |")
+                       f"{row['fid_to_teacher']:.2f} | {' | '.join(cells)} | {timing} |")
         typer.echo("\n| batch | " + " | ".join(f"{m} ms/img" for m in ("teacher", "dd", "skip", "onestep")) + " | dd speed-up |")
         typer.echo("|---|---|---|---|---|---|")
         for batch_size in config.latency.batch_sizes:
             row = latency[f"batch_{batch_size}"]
             typer.echo(f"| {batch_size} | " + " | ".join(f"{1000 * row[m]['seconds_per_image']:.3f}"
                        for m in ("teacher", "dd", "skip", "onestep")) + f" | {row['dd']['speedup']:.1f}x |")
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 @app.command()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from dd.presets import paper_recipe
+
 
 class ConfigError(ValueError):
     """A params file that does not describe a valid run; the message names the key and the fix."""
@@ -45,6 +47,9 @@ class ClassifierConfig:
 
 @dataclass(frozen=True)
 class TokenizerConfig:
+    source: str = "train"             # "train": k-means patches fitted here; "download": the preset's published VQ
+    url: str = ""                     # download: "" takes the preset's published URL (dd/presets.py)
+    sha256: str = ""                  # download: checked before the file is used; "" skips the check
     patch_size: int = 4               # each token codes a patch_size x patch_size patch
     codebook_size: int = 256          # V
     code_dim: int = 8                 # d: dimension of the code vectors the flow map and the student see
@@ -72,6 +77,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class TeacherConfig:
     source: str = "train"             # "train": the pipeline trains it; "download": a published checkpoint
+    url: str = ""                     # download: "" takes the preset's published URL (dd/presets.py)
+    sha256: str = ""                  # download: checked before the file is used; "" skips the check
     class_dropout: float = 0.1        # label -> null class during training, for classifier-free guidance
     train: TrainConfig = TrainConfig()
 
@@ -109,7 +116,9 @@ class StudentConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    num_samples: int = 10_000         # per method; class i % num_classes for sample i (balanced)
+    num_samples: int = 10_000         # per method
+    labels: str = "balanced"          # "balanced": sample i has class i % K, like the balanced test split;
+                                      # "uniform": a uniformly random class from (seed, i), the paper's protocol
     batch_size: int = 250
     skip_tokens: int = 32             # the skip baseline's teacher stops this many tokens early
     seed: int = 2
@@ -124,6 +133,9 @@ class LatencyConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
+    extractor: str = "classifier"     # "classifier": the pipeline's own (offline); "inception": clean-fid's Inception
+    reference: str = ""               # inception: an .npz with mu and sigma, or a folder of reference images
+    inception_weights: str = ""       # inception: a TorchScript inception-2015-12-05.pt; "" uses clean-fid's cache
     precision_recall_k: int = 3
     grid_samples: int = 100           # images per PNG grid (a square number lays out best)
     latency_batch_size: int = 256     # whose seconds_per_image goes into eval.json
@@ -149,6 +161,10 @@ class Config:
             "student.steps": self.student.steps in (1, 2),
             "student.timesteps": len(self.student.timesteps) >= 1 and self.student.timesteps[0] == 0,
             "teacher.source": self.teacher.source in ("train", "download"),
+            "tokenizer.source": self.tokenizer.source in ("train", "download"),
+            "sample.labels": self.sample.labels in ("balanced", "uniform"),
+            "evaluate.extractor": self.evaluate.extractor in ("classifier", "inception"),
+            "evaluate.reference": self.evaluate.extractor != "inception" or bool(self.evaluate.reference),
             "pairs.shard_size": self.pairs.shard_size > 0 and self.pairs.num_pairs > 0,
             "student.timesteps (2 steps)": self.student.steps == 1 or len(self.student.timesteps) >= 2,
         }
@@ -161,6 +177,12 @@ _HINTS = {
     "student.steps": "use 1 or 2",
     "student.timesteps": "a list starting with 0 (the all-noise timestep), e.g. [0, 32]",
     "teacher.source": "use 'train' or 'download'",
+    "tokenizer.source": "use 'train' or 'download'",
+    "sample.labels": "use 'balanced' or 'uniform'",
+    "evaluate.extractor": "use 'classifier' or 'inception'",
+    "evaluate.reference": "Inception FID needs reference statistics: set it to an .npz with mu and sigma (such as the "
+                          "ADM evaluator's VIRTUAL_imagenet256_labeled.npz) or a folder of images, e.g. "
+                          "overrides.<teacher>.evaluate.reference in params.yaml",
     "pairs.shard_size": "num_pairs and shard_size must be positive",
     "student.timesteps (2 steps)": "2-step sampling needs an intermediate timestep, e.g. timesteps: [0, 32]",
 }
@@ -203,7 +225,41 @@ def config_from_dict(data: dict) -> Config:
     return _from_dict(Config, data or {})
 
 
-def load_config(path: str | Path = "params.yaml") -> Config:
+def resolve(data: dict, teacher: str | None = None) -> Config:
+    """The Config that one teacher's stages run with (teacher None: the shared stages).
+
+    Three layers, later ones winning: the params file's sections; the paper's recipe that a published preset
+    carries (dd/presets.py: cfg, top-k, pairs, 50k samples, Inception...), since the file's sections are tuned
+    for the embedded default; and the file's `overrides: {<teacher>: {<section>: {<key>: value}}}`.
+    """
+    data = dict(data or {})
+    overrides = data.pop("overrides", None) or {}
+    if not isinstance(overrides, dict) or not all(isinstance(v, dict) or v is None for v in overrides.values()):
+        raise ConfigError("params key 'overrides' must map a teacher to sections, e.g. "
+                          "overrides: {llamagen-b: {recipe: {cfg_scale: 3.0}}}")
+    if teacher is None:
+        return config_from_dict(data)
+    own = overrides.get(teacher) or {}
+    for key in ("teachers", "overrides"):
+        if key in own:
+            raise ConfigError(f"params key 'overrides.{teacher}.{key}' cannot be set per teacher; set '{key}' at the top")
+    try:
+        return config_from_dict(_merged(_merged(data, paper_recipe(teacher)), own))
+    except ConfigError as error:
+        raise ConfigError(f"{error} (resolving params for teacher '{teacher}': the file's sections, then the "
+                          f"preset's paper recipe in dd/presets.py, then overrides.{teacher})") from None
+
+
+def _merged(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        both_sections = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merged(merged[key], value) if both_sections else value
+    return merged
+
+
+def load_config(path: str | Path = "params.yaml", teacher: str | None = None) -> Config:
+    """Read and validate params (for every listed teacher, so a bad key fails at once), resolved for `teacher`."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found: run from the project root, or pass --params PATH")
@@ -211,7 +267,10 @@ def load_config(path: str | Path = "params.yaml") -> Config:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from error
-    return config_from_dict(data)
+    base = resolve(data)
+    for listed in base.teachers:
+        resolve(data, listed)
+    return resolve(data, teacher)
 
 
 def to_dict(section) -> dict:
