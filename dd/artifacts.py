@@ -5,6 +5,7 @@ every stage reads and writes through this one table and no path is spelled twice
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +15,11 @@ import torch
 from dd.checkpoint import load_json, load_state_dict
 from dd.data import ImageSet
 from dd.evaluation import ClassifierConfig, FeatureClassifier
+from dd.models.llamagen import GPT
 from dd.student import DDStudent
-from dd.teachers import load_teacher
+from dd.teachers import load_teacher, preset_config
 from dd.tokenizer import PatchTokenizer
+from dd.vq_tokenizer import SIDECAR as VQ_SIDECAR, VQTokenizer
 
 
 @dataclass(frozen=True)
@@ -52,21 +55,53 @@ def load_images(layout: Layout, split: str) -> ImageSet:
     return ImageSet.load(layout.dataset_dir / f"{split}.npz")
 
 
-def load_tokenizer(layout: Layout) -> PatchTokenizer:
+def teacher_weights(layout: Layout) -> Path:
+    """The teacher stage's weights file: model.pt when trained here, the published file when downloaded."""
+    return layout.teacher_dir / load_json(layout.teacher_dir / "model.json").get("weights", "model.pt")
+
+
+def tokenizer_weights(layout: Layout) -> Path:
+    """The tokenizer stage's weights file: tokenizer.pt when fitted here, the published VQ when downloaded."""
+    sidecar = layout.tokenizer_dir / VQ_SIDECAR
+    return layout.tokenizer_dir / (load_json(sidecar)["weights"] if sidecar.exists() else "tokenizer.pt")
+
+
+def load_tokenizer(layout: Layout, device: torch.device | str = "cpu") -> PatchTokenizer | VQTokenizer:
+    """The k-means tokenizer fitted here, or (a tokenizer.json beside it) a downloaded published VQ, whose
+    encoder and decoder run on `device` (the k-means one is a table lookup: always on the CPU)."""
+    if (layout.tokenizer_dir / VQ_SIDECAR).exists():
+        return VQTokenizer.load(layout.tokenizer_dir, device)
     path = layout.tokenizer_dir / "tokenizer.pt"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `dd tokenizer {layout.teacher}` first")
     return PatchTokenizer.from_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
-def load_frozen_teacher(layout: Layout):
-    return load_teacher(layout.teacher_dir / "model.pt")
+def compute_device() -> torch.device:
+    """Where the stages compute: this process's GPU when there is one (cuda:LOCAL_RANK under torchrun)."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def teacher_classes(layout: Layout) -> int:
+    """How many classes the teacher is conditioned on (its null class not counted): the labels to sample."""
+    return preset_config(load_json(layout.teacher_dir / "model.json")["preset"]).num_classes
+
+
+def load_frozen_teacher(layout: Layout, device: torch.device | str = "cpu"):
+    teacher = load_teacher(layout.teacher_dir).to(device)
+    if not isinstance(teacher, GPT):
+        raise NotImplementedError(f"{layout.teacher} is a next-scale (VAR) teacher: it downloads and loads, but DD's "
+                                  "pairs, student and sampling for next-scale teachers are not built yet")
+    return teacher
 
 
 def load_student(layout: Layout, teacher) -> DDStudent:
+    """The trained student, frozen, on the teacher's device."""
     student = DDStudent(teacher, load_tokenizer(layout).codebook.shape[1])
     student.load_state_dict(load_state_dict(layout.student_dir / "model.pt"), strict=True)
-    return student.eval().requires_grad_(False)
+    return student.to(next(teacher.parameters()).device).eval().requires_grad_(False)
 
 
 def load_classifier(layout: Layout) -> FeatureClassifier:

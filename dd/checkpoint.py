@@ -11,11 +11,14 @@ import hashlib
 import json
 import os
 import tempfile
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+from dd.download import download
 
 # Wrappers the published checkpoints put around their state_dict (LlamaGen uses "model", some files "module"
 # or "state_dict"; VAR's are raw state_dicts).
@@ -92,3 +95,21 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def fetch_published(url: str, sha256: str, folder: str | Path, model: torch.nn.Module, progress: bool = True) -> dict:
+    """Download a published checkpoint into `folder` and prove it fits `model` (strict keys and shapes).
+
+    Returns the description a stage writes, last, into its sidecar json: until then nothing in `folder` names
+    the file, so a failed or partial download is never taken for complete (the download itself keeps only a
+    FILE.part for resuming, and renames after the sha256 check).
+    """
+    path = download(url, Path(folder) / Path(urllib.parse.urlparse(url).path).name, sha256=sha256 or None,
+                    progress=progress)
+    try:
+        model.load_state_dict(load_state_dict(path), strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{path} (from {url}) does not fit the {type(model).__name__} preset: "
+                         f"{str(error).splitlines()[0]} ... Is the URL the right checkpoint for this teacher?") from None
+    return {"weights": path.name, "url": url, "sha256": file_sha256(path),
+            "parameters": sum(p.numel() for p in model.parameters())}

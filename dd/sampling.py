@@ -43,6 +43,18 @@ def balanced_labels(indices: Iterable[int], num_classes: int) -> Tensor:
     return torch.tensor([int(i) % num_classes for i in indices], dtype=torch.long)
 
 
+def uniform_labels(seed: int, indices: Iterable[int], num_classes: int) -> Tensor:
+    """Sample i gets a uniformly random class from its own generator (the paper's 50k protocol), a stream apart
+    from the one its noise comes from, so the two are independent."""
+    return torch.tensor([int(torch.randint(num_classes, (1,), generator=indexed_generator(seed, int(i), stream=1)))
+                         for i in indices], dtype=torch.long)
+
+
+def class_labels(mode: str, seed: int, indices: Iterable[int], num_classes: int) -> Tensor:
+    """sample.labels: "balanced" or "uniform"."""
+    return balanced_labels(indices, num_classes) if mode == "balanced" else uniform_labels(seed, indices, num_classes)
+
+
 def inverse_cdf(probs: Tensor, uniform: Tensor) -> Tensor:
     """Draw from each row of probs (..., V) with its uniform (...): the first token whose CDF reaches u."""
     cdf = probs.cumsum(-1)
@@ -65,14 +77,14 @@ def token_marginals(tokens: Tensor, labels: Tensor, num_classes: int, vocab_size
 
 def run_sampler(sampler: Sampler, indices: range, seed: int, num_tokens: int, code_dim: int, num_classes: int,
                 batch_size: int, description: str = "sample", progress: bool = True,
-                device: torch.device = torch.device("cpu")) -> tuple[Tensor, Tensor]:
+                device: torch.device = torch.device("cpu"), labels_mode: str = "balanced") -> tuple[Tensor, Tensor]:
     """Samples `indices` in batches on `device`: tokens (N, L) and labels (N,) on the CPU. Batching never
     changes a sample."""
     tokens, labels = [], []
     with progress_bar(description, len(indices), enabled=progress) as advance:
         for start in range(indices.start, indices.stop, batch_size):
             batch = range(start, min(start + batch_size, indices.stop))
-            labels.append(balanced_labels(batch, num_classes))
+            labels.append(class_labels(labels_mode, seed, batch, num_classes))
             noise = per_sample_noise(seed, batch, num_tokens, code_dim).to(device)
             tokens.append(sampler(labels[-1].to(device), noise).cpu())
             advance(len(batch))

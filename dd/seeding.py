@@ -8,6 +8,8 @@ import numpy as np
 import torch
 
 
-def indexed_generator(seed: int, index: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, index]).generate_state(1)[0]   # 32 well-mixed bits
+def indexed_generator(seed: int, index: int, stream: int = 0) -> torch.Generator:
+    """The generator of item `index`; another `stream` gives the same item a second, independent one."""
+    entropy = [seed, index] if stream == 0 else [seed, index, stream]
+    state = np.random.SeedSequence(entropy).generate_state(1)[0]   # 32 well-mixed bits
     return torch.Generator().manual_seed(int(state))

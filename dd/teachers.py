@@ -23,23 +23,34 @@ from torch import Tensor
 from dd.checkpoint import load_json, load_state_dict
 from dd.config import RecipeConfig
 from dd.models.llamagen import GPT, PRESETS, KVCache
+from dd.models.var import VAR, PRESETS as VAR_PRESETS
 
 # choose(probs (B, V), position) -> tokens (B,)
 Chooser = Callable[[Tensor, int], Tensor]
 
 
-def build_model(preset: str) -> GPT:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown teacher preset '{preset}'; available: {', '.join(sorted(PRESETS))}")
-    return GPT(PRESETS[preset])
+def preset_config(preset: str):
+    """A teacher preset's architecture: a GPTConfig (raster order, LlamaGen) or a VARConfig (next scale)."""
+    if preset in PRESETS:
+        return PRESETS[preset]
+    if preset in VAR_PRESETS:
+        return VAR_PRESETS[preset]
+    raise ValueError(f"unknown teacher preset '{preset}'; available: {', '.join(sorted([*PRESETS, *VAR_PRESETS]))}")
 
 
-def load_teacher(weights_path: str | Path) -> GPT:
-    """A trained teacher, frozen: weights_path is model.pt beside a model.json naming its preset."""
-    weights_path = Path(weights_path)
-    meta = load_json(weights_path.with_suffix(".json"))
+def build_model(preset: str) -> GPT | VAR:
+    """A teacher preset with fresh weights."""
+    config = preset_config(preset)
+    return GPT(config) if preset in PRESETS else VAR(config)
+
+
+def load_teacher(folder: str | Path) -> GPT | VAR:
+    """A teacher stage's result, frozen: model.json names the preset and the weights file beside it (model.pt
+    when trained here, the published file as downloaded otherwise)."""
+    folder = Path(folder)
+    meta = load_json(folder / "model.json")
     model = build_model(meta["preset"])
-    model.load_state_dict(load_state_dict(weights_path), strict=True)
+    model.load_state_dict(load_state_dict(folder / meta.get("weights", "model.pt")), strict=True)
     return model.eval().requires_grad_(False)
 
 

@@ -1,7 +1,7 @@
 """Stage `latency`: seconds per image of every method at each benchmark batch size, in one run."""
 import torch
 
-from dd.artifacts import Layout, load_images, load_tokenizer
+from dd.artifacts import Layout, compute_device, load_tokenizer, teacher_classes
 from dd.checkpoint import save_json
 from dd.config import Config
 from dd.latency import time_methods
@@ -13,14 +13,14 @@ from pipeline.sample_dd import dd_sampler
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     if config.latency.threads:
         torch.set_num_threads(config.latency.threads)
-    tokenizer = load_tokenizer(layout)
+    device = compute_device()
+    tokenizer = load_tokenizer(layout, device)
     _, pair_tokens, pair_labels = read_pairs(layout.pairs_dir)
     samplers = {**baseline_samplers(config, layout, pair_tokens, pair_labels), "dd": dd_sampler(config, layout)}
-    num_classes = len(load_images(layout, "train").class_names)
-    results = {"threads": torch.get_num_threads(), "device": "cpu", "student_steps": config.student.steps}
+    results = {"threads": torch.get_num_threads(), "device": device.type, "student_steps": config.student.steps}
     for batch_size in config.latency.batch_sizes:
         seconds = time_methods(samplers, tokenizer.decode, batch_size, tokenizer.num_tokens,
-                               tokenizer.codebook.shape[1], num_classes, config.latency.repeats)
+                               tokenizer.codebook.shape[1], teacher_classes(layout), config.latency.repeats, device)
         results[f"batch_{batch_size}"] = {
             name: {"seconds_per_image": value, "speedup": seconds["teacher"] / value} for name, value in seconds.items()}
         if progress:

@@ -8,7 +8,7 @@ import functools
 import numpy as np
 import torch
 
-from dd.artifacts import Layout, load_frozen_teacher, load_images, load_tokenizer
+from dd.artifacts import Layout, compute_device, load_frozen_teacher, load_images, load_tokenizer, teacher_classes
 from dd.checkpoint import atomic_destination
 from dd.config import Config
 from dd.pairs import read_pairs
@@ -20,8 +20,9 @@ def baseline_samplers(config: Config, layout: Layout, pair_tokens: torch.Tensor,
 
     The baselines' per-position marginals are estimated from the pairs' tokens: the teacher's own samples.
     """
-    teacher, tokenizer = load_frozen_teacher(layout), load_tokenizer(layout)
-    marginals = token_marginals(pair_tokens, pair_labels, teacher.config.num_classes, tokenizer.codebook_size)
+    device = compute_device()
+    teacher, tokenizer = load_frozen_teacher(layout, device), load_tokenizer(layout)
+    marginals = token_marginals(pair_tokens, pair_labels, teacher.config.num_classes, tokenizer.codebook_size).to(device)
     return {
         "teacher": functools.partial(sample_teacher, teacher, config.recipe),
         "onestep": functools.partial(sample_onestep, marginals),
@@ -36,11 +37,13 @@ def save_samples(path, tokens: torch.Tensor, labels: torch.Tensor, images: np.nd
 
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     _, pair_tokens, pair_labels = read_pairs(layout.pairs_dir)
-    tokenizer, samplers = load_tokenizer(layout), baseline_samplers(config, layout, pair_tokens, pair_labels)
-    num_classes, count = len(load_images(layout, "train").class_names), config.sample.num_samples
+    device = compute_device()
+    tokenizer, samplers = load_tokenizer(layout, device), baseline_samplers(config, layout, pair_tokens, pair_labels)
+    num_classes, count = teacher_classes(layout), config.sample.num_samples
     shape = (config.sample.seed, tokenizer.num_tokens, tokenizer.codebook.shape[1], num_classes, config.sample.batch_size)
     for method, sampler in samplers.items():
-        tokens, labels = run_sampler(sampler, range(count), *shape, description=method, progress=progress)
+        tokens, labels = run_sampler(sampler, range(count), *shape, description=method, progress=progress,
+                                     device=device, labels_mode=config.sample.labels)
         save_samples(layout.samples_dir / f"{method}.npz", tokens, labels, tokenizer.decode(tokens))
 
     # teacher_reference, for fid_to_teacher: a second, independent set of teacher samples. The pairs' tokens
@@ -50,7 +53,10 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     save_samples(layout.samples_dir / "teacher_reference.npz", pair_tokens[:count], pair_labels[:count],
                  tokenizer.decode(pair_tokens[:count]))
 
-    # The floor: the tokenizer's reconstructions of the held-out test images.
+    # The floor: the tokenizer's reconstructions of the held-out test images. A published tokenizer's domain
+    # (ImageNet, 256 px) is not the local data set's, so it has no such row.
+    if config.tokenizer.source == "download":
+        return {"samples_per_method": count, "methods": [*samplers, "teacher_reference"], "reconstructions": 0}
     test = load_images(layout, "test")
     tokens = tokenizer.encode(test.images)
     save_samples(layout.samples_dir / "reconstruction.npz", tokens, torch.from_numpy(test.labels), tokenizer.decode(tokens))

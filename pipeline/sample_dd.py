@@ -1,25 +1,24 @@
 """Stage `sample_dd`: images from the DD student at `student.steps` steps (1 or 2)."""
 import functools
 
-from dd.artifacts import Layout, load_frozen_teacher, load_images, load_student, load_tokenizer
+from dd.artifacts import Layout, compute_device, load_frozen_teacher, load_student, load_tokenizer, teacher_classes
 from dd.config import Config
 from dd.sampling import run_sampler, sample_dd
 from pipeline.sample import save_samples
 
 
 def dd_sampler(config: Config, layout: Layout):
-    tokenizer = load_tokenizer(layout)
-    student = load_student(layout, load_frozen_teacher(layout))
+    tokenizer, device = load_tokenizer(layout), compute_device()
+    student = load_student(layout, load_frozen_teacher(layout, device))
     intermediate = max(config.student.timesteps)   # the second step starts from the largest trained timestep
-    return functools.partial(sample_dd, student, tokenizer.codebook, config.student.steps, intermediate)
+    return functools.partial(sample_dd, student, tokenizer.codebook.to(device), config.student.steps, intermediate)
 
 
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
-    tokenizer = load_tokenizer(layout)
-    num_classes = len(load_images(layout, "train").class_names)
+    tokenizer, device = load_tokenizer(layout, compute_device()), compute_device()
     tokens, labels = run_sampler(dd_sampler(config, layout), range(config.sample.num_samples), config.sample.seed,
-                                 tokenizer.num_tokens, tokenizer.codebook.shape[1], num_classes,
+                                 tokenizer.num_tokens, tokenizer.codebook.shape[1], teacher_classes(layout),
                                  config.sample.batch_size, description=f"dd ({config.student.steps} step)",
-                                 progress=progress)
+                                 progress=progress, device=device, labels_mode=config.sample.labels)
     save_samples(layout.dd_samples_dir / "dd.npz", tokens, labels, tokenizer.decode(tokens))
     return {"dd": len(tokens), "steps": config.student.steps}

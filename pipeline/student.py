@@ -1,9 +1,10 @@
 """Stage `student`: the DD student, initialised from the teacher and trained on the pair shards."""
 import dataclasses
+import functools
 
 import torch
 
-from dd.artifacts import Layout, load_frozen_teacher, load_tokenizer
+from dd.artifacts import Layout, compute_device, load_frozen_teacher, load_tokenizer, teacher_weights
 from dd.checkpoint import file_sha256, save_json, save_weights
 from dd.config import Config, fingerprint
 from dd.pairs import MANIFEST, read_pairs
@@ -17,19 +18,22 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     timesteps = torch.tensor(config.student.timesteps)
     if timesteps.max() >= tokens.shape[1]:
         raise ValueError(f"student.timesteps {config.student.timesteps} must be below the {tokens.shape[1]} tokens")
-    student = DDStudent.from_teacher(teacher, codebook)
+    device = compute_device()
+    student = DDStudent.from_teacher(teacher, codebook).to(device)   # the teacher's copy stays behind on the CPU
+    on_device = functools.partial(torch.Tensor.to, device=device)
 
     def loss_fn(model, indices, generator):
         # Each example is trained at one of the timesteps, drawn uniformly.
         sample_timesteps = timesteps[torch.randint(len(timesteps), (len(indices),), generator=generator)]
-        return student_loss(model, labels[indices], noise[indices], tokens[indices], codebook, sample_timesteps)
+        batch = map(on_device, (labels[indices], noise[indices], tokens[indices], codebook, sample_timesteps))
+        return student_loss(model, *batch)
 
     run_fingerprint = fingerprint(config.student.timesteps, config.student.train,
-                                  file_sha256(layout.pairs_dir / MANIFEST), file_sha256(layout.teacher_dir / "model.pt"))
+                                  file_sha256(layout.pairs_dir / MANIFEST), file_sha256(teacher_weights(layout)))
     ema = train(student, loss_fn, len(tokens), config.student.train, layout.student_dir,
                 layout.metrics_dir / "student_log.jsonl", run_fingerprint, f"student {layout.teacher}", progress)
-    metrics = {f"token_agreement_t{t}": _agreement(ema, codebook, noise[:2000], tokens[:2000], labels[:2000], t)
-               for t in config.student.timesteps}
+    held = [on_device(x) for x in (codebook, noise[:2000], tokens[:2000], labels[:2000])]
+    metrics = {f"token_agreement_t{t}": _agreement(ema, *held, t) for t in config.student.timesteps}
     save_weights(layout.student_dir / "model.pt", ema.state_dict(),
                  {"teacher": layout.teacher, "timesteps": list(config.student.timesteps),
                   "train": dataclasses.asdict(config.student.train), **metrics})

@@ -1,20 +1,34 @@
-"""Stage `teacher`: the frozen AR teacher, trained here on the tokenized train split (source: train)."""
+"""Stage `teacher`: the frozen AR teacher, trained here on the tokenized train split (teacher.source: train)
+or fetched as published (teacher.source: download; dd/presets.py has the URLs)."""
 import dataclasses
 
 import torch
 import torch.nn.functional as F
 
 from dd.artifacts import Layout, load_images, load_tokenizer
-from dd.checkpoint import save_json, save_weights
+from dd.checkpoint import fetch_published, save_json, save_weights
 from dd.config import Config, fingerprint
+from dd.presets import published
 from dd.teachers import build_model
 from dd.training import train
 
 
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
-    if config.teacher.source != "train":
-        raise NotImplementedError(f"teacher.source '{config.teacher.source}' is not available for {layout.teacher} "
-                                  "yet: set teacher.source: train in params.yaml")
+    return (download if config.teacher.source == "download" else train_here)(config, layout, progress)
+
+
+def download(config: Config, layout: Layout, progress: bool = True) -> dict:
+    """The published weights, as published (no conversion); model.json, written last, names them."""
+    url = config.teacher.url or published(layout.teacher).weights_url
+    (layout.teacher_dir / "model.json").unlink(missing_ok=True)      # until the new weights are verified
+    meta = fetch_published(url, config.teacher.sha256, layout.teacher_dir, build_model(layout.teacher), progress)
+    metrics = {"source": "download", **meta}
+    save_json(layout.metrics_dir / "teacher.json", metrics)
+    save_json(layout.teacher_dir / "model.json", {"preset": layout.teacher, **metrics})
+    return metrics
+
+
+def train_here(config: Config, layout: Layout, progress: bool = True) -> dict:
     tokenizer = load_tokenizer(layout)
     train_set, test_set = load_images(layout, "train"), load_images(layout, "test")
     tokens, labels = tokenizer.encode(train_set.images), torch.from_numpy(train_set.labels)

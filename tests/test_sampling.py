@@ -70,3 +70,16 @@ def test_onestep_and_skip_use_the_marginals():
 @pytest.mark.parametrize("count", [1, 5])
 def test_balanced_labels(count):
     assert balanced_labels(range(count * 3), 3).bincount().tolist() == [count] * 3
+
+
+def test_uniform_labels_are_per_sample_uniform_and_apart_from_the_noise():
+    from dd.sampling import class_labels, uniform_labels
+    labels = uniform_labels(2, range(20_000), 10)
+    assert torch.equal(labels[5000:5100], uniform_labels(2, range(5000, 5100), 10))      # batch-independent
+    counts = torch.bincount(labels, minlength=10).float()
+    assert (counts - 2000).abs().max() < 5 * 2000**0.5                                   # ~uniform (5 sigma)
+    assert not torch.equal(labels[:50], balanced_labels(range(50), 10))
+    assert torch.equal(class_labels("balanced", 2, range(50), 10), balanced_labels(range(50), 10))
+    # The label stream is not the noise stream: noise of sample i does not predict its label.
+    noise = per_sample_noise(2, range(20_000), 1, 1)[:, 0, 0]
+    assert abs(torch.corrcoef(torch.stack([noise, labels.float()]))[0, 1]) < 0.05
