@@ -266,7 +266,7 @@ def save_grid(images: np.ndarray, path: str | Path, num_columns: int, upscale: i
         picture.save(temporary_path, format="PNG")
 
 
-def plot_fid_vs_latency(rows: list[dict], path: str | Path, title: str) -> None:
+def plot_fid_vs_latency(rows: list[dict], path: str | Path, title: str, ylabel: str = "FID (classifier features)") -> None:
     """Plot FID against per-image latency (log ms), one line per method, each point "method (N steps)".
 
     Builds a bare matplotlib Figure (Agg canvas) rather than using pyplot, so no global backend is set.
@@ -286,7 +286,7 @@ def plot_fid_vs_latency(rows: list[dict], path: str | Path, title: str) -> None:
             )
     axes.set_xscale("log")
     axes.set_xlabel("latency per image (ms, log scale)")
-    axes.set_ylabel("FID (classifier features)")
+    axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()

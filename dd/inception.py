@@ -21,6 +21,7 @@ Dimensions: N images, H/W pixels, C channels, D feature dim (2048), K Inception 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrain
 CLEANFID_CACHE = Path(tempfile.gettempdir()) / "inception-2015-12-05.pt"
 EXTRACTOR = "Inception-v3 TorchScript (inception-2015-12-05.pt), 2048-d pool features, clean-fid 'clean' resize"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+IS_SPLITS = 10          # Inception Score: mean and std over 10 equal parts of the samples, as the original does
 
 
 def load_inception(weights: str | Path | None = None, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
@@ -71,7 +73,7 @@ def inception_outputs(model: torch.jit.ScriptModule, images: np.ndarray, batch_s
     return np.concatenate(features), np.concatenate(probabilities)
 
 
-def inception_score(probabilities: np.ndarray, splits: int = 10) -> tuple[float, float]:
+def inception_score(probabilities: np.ndarray, splits: int = IS_SPLITS) -> tuple[float, float]:
     """exp(E_x KL(p(y|x) || p(y))) over `splits` equal parts of the samples: (mean, std) over the parts."""
     scores = []
     for part in np.array_split(probabilities, splits):
@@ -85,33 +87,65 @@ def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
+def frechet_distance(first: tuple[np.ndarray, np.ndarray], second: tuple[np.ndarray, np.ndarray]) -> float:
+    """clean-fid's Frechet distance between two (mu, sigma) Gaussian fits."""
+    return float(cleanfid_frechet_distance(*first, *second))
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What FID and precision/recall are measured against. `features` exist only for a folder of images:
+    an .npz of statistics cannot give the nearest-neighbour balls precision/recall need."""
+
+    path: str
+    mu: np.ndarray                       # (D,)
+    sigma: np.ndarray                    # (D, D)
+    features: np.ndarray | None = None   # (N, D)
+
+    @property
+    def statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.mu, self.sigma
+
+
+def load_reference(reference: str | Path, model: torch.jit.ScriptModule | None = None,
+                   device: str | torch.device = "cpu") -> Reference:
+    """An .npz with `mu` and `sigma`, or a folder of images passed through `model` (needed then)."""
+    path = Path(reference)
+    if path.is_file() and path.suffix == ".npz":
+        with np.load(path) as data:
+            missing = {"mu", "sigma"} - set(data.files)
+            if missing:
+                raise ValueError(f"{path} lacks {sorted(missing)} (it has {data.files}): a reference .npz must "
+                                 "hold the Inception feature mean `mu` and covariance `sigma`")
+            return Reference(str(reference), data["mu"], data["sigma"])
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if len(files) < 2:
+            raise ValueError(f"{path} holds {len(files)} images; a reference folder needs at least 2")
+        if model is None:
+            raise ValueError(f"reference {path} is a folder of images: pass the Inception model for its features")
+        images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in files])
+        features = inception_outputs(model, images, device=device)[0]
+        return Reference(str(reference), *statistics(features), features)
+    raise FileNotFoundError(f"reference {path} (params evaluate.reference) is neither an .npz with mu/sigma nor "
+                            "a folder of images")
+
+
 def reference_statistics(reference: str | Path, model: torch.jit.ScriptModule | None = None,
                          device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """(mu, sigma) from an .npz with `mu` and `sigma`, or computed from a folder of images (needs `model`)."""
-    reference = Path(reference)
-    if reference.is_file() and reference.suffix == ".npz":
-        with np.load(reference) as data:
-            missing = {"mu", "sigma"} - set(data.files)
-            if missing:
-                raise ValueError(f"{reference} lacks {sorted(missing)} (it has {data.files}): a reference .npz must "
-                                 "hold the Inception feature mean `mu` and covariance `sigma`")
-            return data["mu"], data["sigma"]
-    if reference.is_dir():
-        paths = sorted(p for p in reference.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if len(paths) < 2:
-            raise ValueError(f"{reference} holds {len(paths)} images; a reference folder needs at least 2")
-        images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
-        return statistics(inception_outputs(model, images, device=device)[0])
-    raise FileNotFoundError(f"reference {reference} is neither an .npz with mu/sigma nor a folder of images")
+    return load_reference(reference, model, device).statistics
 
 
-def inception_metrics(model: torch.jit.ScriptModule, images: np.ndarray, reference: str | Path,
+def inception_metrics(model: torch.jit.ScriptModule, images: np.ndarray, reference: str | Path | Reference,
                       device: str | torch.device = "cpu") -> dict:
-    """FID against `reference` and Inception Score of uint8 `images`, with what they were measured against."""
+    """FID against `reference` and Inception Score of uint8 `images`, with what they were measured against.
+
+    Pass a loaded Reference to measure several sets against one reference without recomputing it."""
+    if not isinstance(reference, Reference):
+        reference = load_reference(reference, model, device)
     features, probabilities = inception_outputs(model, images, device=device)
-    mu, sigma = statistics(features)
-    reference_mu, reference_sigma = reference_statistics(reference, model, device)
     score, score_std = inception_score(probabilities)
-    return {"fid": float(cleanfid_frechet_distance(mu, sigma, reference_mu, reference_sigma)),
+    return {"fid": frechet_distance(statistics(features), reference.statistics),
             "inception_score": score, "inception_score_std": score_std, "num_samples": len(images),
-            "extractor": EXTRACTOR, "reference": str(reference)}
+            "extractor": EXTRACTOR, "reference": reference.path}

@@ -1,46 +1,123 @@
 """Stage `evaluate`: FID, fid_to_teacher, precision, recall, class accuracy and latency of every method.
 
-Writes metrics/<teacher>/eval.json ({method: {...}}), one PNG grid of samples per method and a FID-vs-latency
-plot. FID is clean-fid's Frechet distance in the features of the pipeline's own classifier (stage
-`classifier`), against the held-out test split; numbers are comparable only with others in the same features.
+Writes metrics/<teacher>/eval.json ({method: {...}, "protocol": {...}}), one PNG grid of samples per method and
+a FID-vs-latency plot. params `evaluate.extractor` picks the features every number is measured in:
+
+- "classifier" (the embedded default): the pipeline's own classifier (stage `classifier`), against the held-out
+  test split. Offline, and meaningful for 32 px greyscale data; comparable only with numbers in the same features.
+- "inception" (published 256 px ImageNet teachers): clean-fid's Inception (dd/inception.py), against the
+  reference named in `evaluate.reference`; adds Inception Score. Comparable with published FIDs only as far as
+  the reference and the extractor are the same, so every row records both, and its sample count.
+
+fid_to_teacher is measured against teacher_reference, a second set of teacher samples, so the teacher row's own
+value is a real distance between two draws rather than zero.
 """
 import dataclasses
+from collections.abc import Callable
+from pathlib import Path
 
-from dd.artifacts import Layout, load_classifier, load_images, load_samples
+from dd import inception
+from dd.artifacts import Layout, compute_device, load_classifier, load_images, load_samples
 from dd.checkpoint import load_json, save_json
 from dd.config import Config
-from dd.evaluation import image_metrics, plot_fid_vs_latency, predict, save_grid
+from dd.evaluation import image_metrics, plot_fid_vs_latency, precision_recall, predict, save_grid
+
+# Measures one method's samples ({"images", "labels", ...}) into its eval.json row.
+Measure = Callable[[dict], dict]
 
 
-def run(config: Config, layout: Layout, progress: bool = True) -> dict:
+def classifier_measure(config: Config, layout: Layout) -> tuple[Measure, dict]:
     classifier = load_classifier(layout)
     test = load_images(layout, "test")
     real_features, _ = predict(classifier, test.images)
     teacher_features, _ = predict(classifier, load_samples(layout.samples_dir / "teacher_reference.npz")["images"])
-    latency = load_json(layout.metrics_dir / "latency.json")[f"batch_{config.evaluate.latency_batch_size}"]
+
+    def measure(samples: dict) -> dict:
+        return dataclasses.asdict(image_metrics(classifier, samples["images"], samples["labels"], real_features,
+                                                teacher_features, k=config.evaluate.precision_recall_k))
+
+    protocol = {"feature_extractor": f"dd classifier ({config.classifier.feature_dim}-d features)",
+                "reference": f"{config.data.source} test split ({len(test)} images)"}
+    return measure, protocol
+
+
+def inception_measure(config: Config, layout: Layout) -> tuple[Measure, dict]:
+    reference_path = config.evaluate.reference
+    if not reference_path or not Path(reference_path).exists():
+        raise FileNotFoundError(
+            f"evaluate.reference: {reference_path!r} not found. Set evaluate.reference (or "
+            f"overrides.{layout.teacher}.evaluate.reference) in params.yaml to an .npz holding the Inception feature "
+            "mean `mu` and covariance `sigma`, such as the ADM evaluator's VIRTUAL_imagenet256_labeled.npz, or to a "
+            "folder of reference images (precision/recall need the folder)")
+    device = compute_device()
+    model = inception.load_inception(config.evaluate.inception_weights or None, device)
+    # Once for all methods: a folder of 50k reference images is minutes of Inception even on a GPU.
+    reference = inception.load_reference(reference_path, model, device)
+    teacher_features, _ = inception.inception_outputs(
+        model, load_samples(layout.samples_dir / "teacher_reference.npz")["images"], device=device)
+    teacher_statistics = inception.statistics(teacher_features)
+
+    def measure(samples: dict) -> dict:
+        features, probabilities = inception.inception_outputs(model, samples["images"], device=device)
+        own = inception.statistics(features)
+        precision, recall = (None, None) if reference.features is None else \
+            precision_recall(reference.features, features, k=config.evaluate.precision_recall_k)
+        score, score_std = inception.inception_score(probabilities)
+        return {"fid": inception.frechet_distance(own, reference.statistics),
+                "fid_to_teacher": inception.frechet_distance(own, teacher_statistics),
+                "precision": precision, "recall": recall, "class_accuracy": None,
+                "inception_score": score, "inception_score_std": score_std, "num_samples": len(features),
+                "extractor": inception.EXTRACTOR, "reference": reference_path}
+
+    protocol = {
+        "feature_extractor": inception.EXTRACTOR,
+        "reference": reference_path,
+        "inception_score": f"{inception.IS_SPLITS} splits (mean and std over equal parts of each method's samples)",
+        "precision_recall": ("null: the reference is an .npz of statistics, without the features the k-NN balls need"
+                             if reference.features is None else
+                             f"k = {config.evaluate.precision_recall_k} nearest neighbours in Inception features"),
+        "class_accuracy": "null: Inception's 1008 TensorFlow classes are not the teacher's label order",
+    }
+    return measure, protocol
+
+
+EXTRACTORS = {"classifier": classifier_measure, "inception": inception_measure}
+# What the progress line shows, where a row has it (null under Inception: class accuracy, and precision/recall
+# against an .npz reference).
+PRINTED = (("FID", "fid", "7.2f"), ("to teacher", "fid_to_teacher", "7.2f"), ("IS", "inception_score", "6.2f"),
+           ("precision", "precision", ".3f"), ("recall", "recall", ".3f"), ("accuracy", "class_accuracy", ".3f"))
+
+
+def run(config: Config, layout: Layout, progress: bool = True) -> dict:
+    measure, protocol = EXTRACTORS[config.evaluate.extractor](config, layout)
+    timings = load_json(layout.metrics_dir / "latency.json")
+    latency = timings[f"batch_{config.evaluate.latency_batch_size}"]
     num_tokens = load_samples(layout.samples_dir / "teacher.npz")["tokens"].shape[1]
     steps = {"teacher": num_tokens, "dd": config.student.steps, "onestep": 1,
              "skip": num_tokens - config.sample.skip_tokens + 1, "reconstruction": 0}
     paths = {method: layout.samples_dir / f"{method}.npz" for method in steps}
     paths["dd"] = layout.dd_samples_dir / "dd.npz"
+    # The floor row: the local test split through a tokenizer fitted on it. A published teacher's tokenizer
+    # (ImageNet, 256 px) has no local data set to reconstruct, so pipeline/sample.py writes no such file.
+    if config.tokenizer.source == "download" or not (layout.dataset_dir / "test.npz").exists():
+        del paths["reconstruction"]
 
     table = {}
     for method, path in paths.items():
-        samples = load_samples(path)
-        metrics = image_metrics(classifier, samples["images"], samples["labels"], real_features, teacher_features,
-                                k=config.evaluate.precision_recall_k)
-        table[method] = {"steps": steps[method], **dataclasses.asdict(metrics), **latency.get(method, {})}
+        samples = load_samples(path)     # one method at a time: 50k images at 256 px are ~10 GB
+        table[method] = {"steps": steps[method], **measure(samples), **latency.get(method, {})}
         side = int(config.evaluate.grid_samples**0.5)
         save_grid(samples["images"][:side * side], layout.metrics_dir / "grids" / f"{method}.png", num_columns=side)
         if progress:
-            print(f"{method:>15}: FID {metrics.fid:7.2f}  to teacher {metrics.fid_to_teacher:7.2f}  "
-                  f"precision {metrics.precision:.3f}  recall {metrics.recall:.3f}  accuracy {metrics.class_accuracy:.3f}")
-    table["protocol"] = {"feature_extractor": f"dd classifier ({config.classifier.feature_dim}-d features)",
-                         "reference": f"{config.data.source} test split ({len(test)} images)",
+            print(f"{method:>15}: " + "  ".join(f"{name} {table[method][key]:{form}}" for name, key, form in PRINTED
+                                                if table[method].get(key) is not None))
+    table["protocol"] = {**protocol,
                          "fid_to_teacher_reference": "teacher samples through the flow map (the first N pairs), independent of the teacher row",
                          "latency_batch_size": config.evaluate.latency_batch_size}
     save_json(layout.metrics_dir / "eval.json", table)
+    fid = "Inception FID" if config.evaluate.extractor == "inception" else "FID"
     plot_fid_vs_latency([{"method": m, **table[m]} for m in ("teacher", "dd", "onestep", "skip")],
-                        layout.metrics_dir / "fid_vs_latency.png", f"{layout.teacher}: FID vs latency "
-                        f"(batch {config.evaluate.latency_batch_size}, CPU)")
+                        layout.metrics_dir / "fid_vs_latency.png", f"{layout.teacher}: {fid} vs latency "
+                        f"(batch {config.evaluate.latency_batch_size}, {timings.get('device', 'cpu').upper()})",
+                        f"{fid} ({protocol['feature_extractor']})")
     return table
