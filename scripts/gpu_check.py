@@ -10,7 +10,11 @@ Speed does not depend on the weights, so the models are the published architectu
                  (no VAR student yet) it is the transformer's forward over all 680 tokens from noise inputs:
                  the student's cost minus its one extra first-scale token
 Then a smoke run: a few hundred pairs from llamagen-b through the flow map, a few student training steps on
-them, and 1- and 2-step sampling, all on the GPU.
+them, and 1- and 2-step sampling, all on the GPU. Last, the published path through the pipeline's own stages
+(`published_pipeline`): LlamaGen-B and VQ-16 checkpoints written in the published format (random weights),
+fetched by the tokenizer and teacher stages from file:// URLs, then pairs, student, sample, sample_dd and
+latency with the paper recipe at small counts, exactly as `dvc repro` runs them (evaluate needs Inception
+weights, which this offline machine lacks).
 
     python scripts/gpu_check.py                 # prints a table; --out DIR also writes gpu_check.json there
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import statistics
 import tempfile
@@ -26,7 +31,12 @@ from pathlib import Path
 
 import torch
 
-from dd.config import FlowConfig, PairsConfig, RecipeConfig, TrainConfig
+import numpy as np
+
+from dd.artifacts import Layout
+from dd.config import FlowConfig, PairsConfig, RecipeConfig, TrainConfig, resolve
+from dd.models.llamagen_vq import PRESETS as VQ_PRESETS, VQModel
+from dd.presets import PUBLISHED
 from dd.models.llamagen import GPT, PRESETS
 from dd.models.var import VAR, PRESETS as VAR_PRESETS
 from dd.models.var_vqvae import MultiScaleVQVAE, PRESETS as VAE_PRESETS
@@ -154,6 +164,41 @@ def smoke(device, num_pairs: int, student_steps: int) -> dict:
     return report
 
 
+PIPELINE_STAGES = ("tokenizer", "teacher", "pairs", "student", "sample", "sample_dd", "latency")
+
+
+def published_pipeline(teacher_preset: str = "llamagen-b", overrides: dict | None = None) -> dict:
+    """Seconds per stage of the published path, run by the stage modules on the machine's device."""
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        torch.manual_seed(0)
+        hub = root / "hub"
+        hub.mkdir()
+        teacher = random_model(teacher_preset, "cpu").float()
+        torch.save({"model": teacher.state_dict()}, hub / "c2i.pt")                      # LlamaGen's wrapper
+        torch.save({"model": VQModel(VQ_PRESETS[PUBLISHED[teacher_preset].tokenizer_preset]).state_dict()},
+                   hub / "vq.pt")
+        small = {"teacher": {"url": (hub / "c2i.pt").as_uri()}, "tokenizer": {"url": (hub / "vq.pt").as_uri()},
+                 "pairs": {"num_pairs": 256, "shard_size": 128, "batch_size": 128},
+                 "student": {"train": {"train_steps": 10, "batch_size": 16, "checkpoint_every": 10, "log_every": 5}},
+                 "sample": {"num_samples": 128, "batch_size": 64},
+                 "latency": {"batch_sizes": [1, 64], "repeats": 1},
+                 "evaluate": {"reference": "unused.npz"}}
+        config = resolve({"teachers": [teacher_preset], "overrides": {teacher_preset: {**small, **(overrides or {})}}},
+                         teacher_preset)
+        layout = Layout(teacher_preset, data_root=root / "data", metrics_root=root / "metrics")
+        report = {"teacher": teacher_preset, "recipe": dataclasses.asdict(config.recipe), "stage_seconds": {}}
+        for stage in PIPELINE_STAGES:
+            started = time.perf_counter()
+            importlib.import_module(f"pipeline.{stage}").run(config, layout, progress=False)
+            report["stage_seconds"][stage] = round(time.perf_counter() - started, 2)
+        report["latency"] = json.loads((layout.metrics_dir / "latency.json").read_text())
+        with np.load(layout.dd_samples_dir / "dd.npz") as samples:
+            report["dd_images_shape"] = list(samples["images"].shape)
+    print(json.dumps(report), flush=True)
+    return report
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["llamagen-b", "llamagen-l", "var-d16"])
@@ -161,6 +206,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--smoke-pairs", type=int, default=256)
     parser.add_argument("--smoke-student-steps", type=int, default=20)
+    parser.add_argument("--sections", nargs="+", choices=["latency", "smoke", "pipeline"],
+                        default=["latency", "smoke", "pipeline"], help="which checks to run (default: all)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -169,15 +216,19 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = True   # recorded in the output: it changes numerics, not shapes
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "tf32": True, "dtype": "bfloat16",
               "recipe": {"llamagen": dataclasses.asdict(PAPER_RECIPE), "var": dataclasses.asdict(VAR_PAPER_RECIPE)}}
-    result["latency"] = latency_table(args.presets, args.batch_sizes, args.repeats, device)
-    result["smoke"] = smoke(device, args.smoke_pairs, args.smoke_student_steps)
+    if "latency" in args.sections:
+        result["latency"] = latency_table(args.presets, args.batch_sizes, args.repeats, device)
+    if "smoke" in args.sections:
+        result["smoke"] = smoke(device, args.smoke_pairs, args.smoke_student_steps)
+    if "pipeline" in args.sections:
+        result["published_pipeline"] = published_pipeline("llamagen-b")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2))
     print(f"\n{result['device']}, torch {result['torch']}, bf16, paper recipes (LlamaGen cfg 2.0 top-k 8000; VAR cfg 2.0 "
           "ramped, top-k 900, top-p 0.95)")
     print(f"{'preset':<12}{'batch':>6}{'teacher ms/img':>16}{'graph':>10}{'dd 1-step':>11}{'graph':>10}{'speed-up':>10}")
-    for row in result["latency"]:
+    for row in result.get("latency", []):
         print(f"{row['preset']:<12}{row['batch_size']:>6}{row['teacher_ms_per_image']:>16.3f}"
               f"{row['teacher_graph_ms_per_image']:>10.3f}{row['dd_1step_ms_per_image']:>11.3f}"
               f"{row['dd_1step_graph_ms_per_image']:>10.3f}{row['speedup_graph']:>9.1f}x")
