@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from dd.artifacts import Layout, load_images, load_tokenizer
-from dd.checkpoint import fetch_published, save_json, save_weights
+from dd.checkpoint import atomic_write, fetch_published, save_json, save_weights
 from dd.config import Config, fingerprint
 from dd.presets import published
 from dd.teachers import build_model
@@ -23,6 +23,8 @@ def download(config: Config, layout: Layout, progress: bool = True) -> dict:
     (layout.teacher_dir / "model.json").unlink(missing_ok=True)      # until the new weights are verified
     meta = fetch_published(url, config.teacher.sha256, layout.teacher_dir, build_model(layout.teacher), progress)
     metrics = {"source": "download", **meta}
+    # The stage's declared training log (a DVC plot): nothing was trained here, so it holds no rows.
+    atomic_write(layout.metrics_dir / "teacher_log.jsonl", lambda tmp: tmp.write_text(""))
     save_json(layout.metrics_dir / "teacher.json", metrics)
     save_json(layout.teacher_dir / "model.json", {"preset": layout.teacher, **metrics})
     return metrics

@@ -87,6 +87,7 @@ def test_download_stages_fetch_verify_and_hand_later_stages_the_published_models
 
     assert teacher_metrics["sha256"] == published_tiny["teacher_sha"] and tokenizer_metrics["sha256"] == published_tiny["vq_sha"]
     assert json.loads((layout.metrics_dir / "teacher.json").read_text())["url"].endswith("/c2i_tiny.pt")
+    assert (layout.metrics_dir / "teacher_log.jsonl").read_text() == ""      # declared in dvc.yaml; nothing trained
     teacher = load_frozen_teacher(layout)
     assert all(torch.equal(teacher.state_dict()[k], v) for k, v in published_tiny["teacher"].items())
 
