@@ -16,6 +16,8 @@ Dimensions: B batch, L image tokens, V codebook size, d code dimension, K classe
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
@@ -66,13 +68,46 @@ def token_uniforms(noise: Tensor) -> Tensor:
     return torch.special.ndtr(noise[..., 0])
 
 
-def token_marginals(tokens: Tensor, labels: Tensor, num_classes: int, vocab_size: int) -> Tensor:
-    """Per-class, per-position token frequencies (K, L, V) estimated from teacher tokens (N, L)."""
-    num_tokens = tokens.shape[1]
-    flat_index = (labels[:, None] * num_tokens + torch.arange(num_tokens)) * vocab_size + tokens   # (N, L)
-    counts = torch.bincount(flat_index.flatten(), minlength=num_classes * num_tokens * vocab_size)
-    counts = counts.reshape(num_classes, num_tokens, vocab_size).double()
-    return (counts / counts.sum(-1, keepdim=True).clamp(min=1)).float()
+@dataclass(frozen=True)
+class TokenMarginals:
+    """Per-class, per-position empirical token laws of N teacher samples, kept as the samples themselves.
+
+    A dense (K, L, V) table would need K*L*V entries, 4.2e9 for ImageNet LlamaGen (1000 x 256 x 16384). Instead
+    column l of `sorted_tokens` holds position l's tokens sorted by (class, token): rows starts[c] to
+    starts[c] + counts[c] are class c's law in token order, so its inverse CDF at u is the row of rank
+    ceil(u counts[c]) - 1, the same token an inverse-CDF draw from the frequency table gives. A class without
+    samples uses every class's (a block of all N rows appended after the classes').
+    """
+    sorted_tokens: Tensor     # (N or 2N, L)
+    starts: Tensor            # (K,)
+    counts: Tensor            # (K,)
+
+    @classmethod
+    def from_samples(cls, tokens: Tensor, labels: Tensor, num_classes: int, vocab_size: int) -> "TokenMarginals":
+        """From teacher tokens (N, L) and their labels (N,)."""
+        keys = (labels[:, None] * vocab_size + tokens).sort(dim=0).values            # (N, L) by (class, token)
+        sorted_tokens = (keys % vocab_size).int()
+        counts = torch.bincount(labels, minlength=num_classes)                        # (K,)
+        starts = counts.cumsum(0) - counts
+        if (counts == 0).any():
+            sorted_tokens = torch.cat([sorted_tokens, tokens.sort(dim=0).values.int()])  # the pooled block
+            starts = torch.where(counts == 0, len(tokens), starts)
+            counts = torch.where(counts == 0, len(tokens), counts)
+        return cls(sorted_tokens, starts, counts)
+
+    def positions_from(self, first: int) -> "TokenMarginals":
+        """The laws of positions first.. only."""
+        return dataclasses.replace(self, sorted_tokens=self.sorted_tokens[:, first:])
+
+    def to(self, device) -> "TokenMarginals":
+        return TokenMarginals(*(t.to(device) for t in (self.sorted_tokens, self.starts, self.counts)))
+
+    def draw(self, labels: Tensor, uniforms: Tensor) -> Tensor:
+        """labels (B,), uniforms (B, L) -> tokens (B, L): each the inverse CDF of its class's law at u."""
+        counts = self.counts[labels][:, None]                                        # (B, 1)
+        rank = (uniforms * counts).ceil().long().clamp(1) - 1                        # (B, L), in [0, count)
+        rows = self.starts[labels][:, None] + rank.clamp(max=counts - 1)             # (B, L)
+        return self.sorted_tokens.gather(0, rows).long()                             # (B, L)
 
 
 def run_sampler(sampler: Sampler, indices: range, seed: int, num_tokens: int, code_dim: int, num_classes: int,
@@ -102,15 +137,16 @@ def sample_teacher(teacher: GPT, recipe: RecipeConfig, labels: Tensor, noise: Te
 
 
 @torch.inference_mode()
-def sample_onestep(marginals: Tensor, labels: Tensor, noise: Tensor) -> Tensor:
-    return inverse_cdf(marginals[labels], token_uniforms(noise))           # (B, L, V) -> (B, L)
+def sample_onestep(marginals: TokenMarginals, labels: Tensor, noise: Tensor) -> Tensor:
+    return marginals.draw(labels, token_uniforms(noise))                   # (B, L)
 
 
 @torch.inference_mode()
-def sample_skip(teacher: GPT, recipe: RecipeConfig, marginals: Tensor, skip_tokens: int, labels: Tensor, noise: Tensor) -> Tensor:
+def sample_skip(teacher: GPT, recipe: RecipeConfig, marginals: TokenMarginals, skip_tokens: int, labels: Tensor,
+                noise: Tensor) -> Tensor:
     num_tokens = noise.shape[1]
     prefix = sample_teacher(teacher, recipe, labels, noise, num_tokens - skip_tokens)
-    rest = sample_onestep(marginals[:, num_tokens - skip_tokens:], labels, noise[:, num_tokens - skip_tokens:])
+    rest = sample_onestep(marginals.positions_from(num_tokens - skip_tokens), labels, noise[:, num_tokens - skip_tokens:])
     return torch.cat([prefix, rest], dim=1)
 
 

@@ -12,7 +12,7 @@ from dd.artifacts import Layout, compute_device, load_frozen_teacher, load_image
 from dd.checkpoint import atomic_destination
 from dd.config import Config
 from dd.pairs import read_pairs
-from dd.sampling import run_sampler, sample_onestep, sample_skip, sample_teacher, token_marginals
+from dd.sampling import TokenMarginals, run_sampler, sample_onestep, sample_skip, sample_teacher
 
 
 def baseline_samplers(config: Config, layout: Layout, pair_tokens: torch.Tensor, pair_labels: torch.Tensor) -> dict:
@@ -22,7 +22,8 @@ def baseline_samplers(config: Config, layout: Layout, pair_tokens: torch.Tensor,
     """
     device = compute_device()
     teacher, tokenizer = load_frozen_teacher(layout, device), load_tokenizer(layout)
-    marginals = token_marginals(pair_tokens, pair_labels, teacher.config.num_classes, tokenizer.codebook_size).to(device)
+    marginals = TokenMarginals.from_samples(pair_tokens, pair_labels, teacher.config.num_classes,
+                                            tokenizer.codebook_size).to(device)
     return {
         "teacher": functools.partial(sample_teacher, teacher, config.recipe),
         "onestep": functools.partial(sample_onestep, marginals),

@@ -6,7 +6,7 @@ import torch
 
 from dd.config import RecipeConfig
 from dd.sampling import (balanced_labels, inverse_cdf, per_sample_noise, run_sampler, sample_onestep, sample_skip,
-                         sample_teacher, token_marginals)
+                         sample_teacher, token_uniforms, TokenMarginals)
 from dd.teachers import apply_recipe
 from tests.helpers import MICRO, micro_teacher
 
@@ -59,10 +59,13 @@ def test_onestep_and_skip_use_the_marginals():
     labels = balanced_labels(range(300), MICRO.num_classes)
     noise = per_sample_noise(0, range(300), MICRO.num_image_tokens, 1)
     teacher_tokens = sample_teacher(teacher, RECIPE, labels, noise)
-    marginals = token_marginals(teacher_tokens, labels, MICRO.num_classes, MICRO.vocab_size)
-    assert torch.allclose(marginals.sum(-1), torch.ones(MICRO.num_classes, MICRO.num_image_tokens))
-    onestep = sample_onestep(marginals, labels, per_sample_noise(1, range(300), MICRO.num_image_tokens, 1))
-    assert (marginals[labels].gather(-1, onestep[..., None]) > 0).all()   # only tokens the teacher produced
+    marginals = TokenMarginals.from_samples(teacher_tokens, labels, MICRO.num_classes, MICRO.vocab_size)
+    onestep_noise = per_sample_noise(1, range(300), MICRO.num_image_tokens, 1)
+    onestep = sample_onestep(marginals, labels, onestep_noise)
+    # The same draws as an inverse CDF on the dense (K, L, V) frequency table.
+    table = torch.zeros(MICRO.num_classes, MICRO.num_image_tokens, MICRO.vocab_size, dtype=torch.float64)
+    table.index_put_((labels[:, None], torch.arange(MICRO.num_image_tokens), teacher_tokens), torch.tensor(1.0, dtype=torch.float64), accumulate=True)
+    assert torch.equal(onestep, inverse_cdf(table[labels], token_uniforms(onestep_noise).double()))
     skip = sample_skip(teacher, RECIPE, marginals, 6, labels, noise)
     assert torch.equal(skip[:, :10], teacher_tokens[:, :10])               # the teacher's prefix, same noise
 
@@ -83,3 +86,14 @@ def test_uniform_labels_are_per_sample_uniform_and_apart_from_the_noise():
     # The label stream is not the noise stream: noise of sample i does not predict its label.
     noise = per_sample_noise(2, range(20_000), 1, 1)[:, 0, 0]
     assert abs(torch.corrcoef(torch.stack([noise, labels.float()]))[0, 1]) < 0.05
+
+
+def test_onestep_laws_match_the_samples_per_class_and_a_class_without_samples_uses_all():
+    tokens = torch.tensor([[3, 1], [3, 2], [0, 2], [5, 5]])          # classes 0, 0, 1, 1; class 2 has none
+    marginals = TokenMarginals.from_samples(tokens, torch.tensor([0, 0, 1, 1]), num_classes=3, vocab_size=8)
+    uniforms = torch.rand(40_000, 2, generator=torch.Generator().manual_seed(0))
+    for label, expected in [(0, {(0, 3): 1.0, (1, 1): 0.5, (1, 2): 0.5}),
+                            (2, {(0, 3): 0.5, (0, 0): 0.25, (0, 5): 0.25, (1, 2): 0.5})]:
+        drawn = marginals.draw(torch.full((40_000,), label), uniforms)
+        for (position, token), share in expected.items():
+            assert abs((drawn[:, position] == token).double().mean() - share) < 0.01
