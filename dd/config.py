@@ -165,6 +165,7 @@ class Config:
             "sample.labels": self.sample.labels in ("balanced", "uniform"),
             "evaluate.extractor": self.evaluate.extractor in ("classifier", "inception"),
             "evaluate.reference": self.evaluate.extractor != "inception" or bool(self.evaluate.reference),
+            "evaluate.latency_batch_size": self.evaluate.latency_batch_size in self.latency.batch_sizes,
             "pairs.shard_size": self.pairs.shard_size > 0 and self.pairs.num_pairs > 0,
             "student.timesteps (2 steps)": self.student.steps == 1 or len(self.student.timesteps) >= 2,
         }
@@ -180,6 +181,7 @@ _HINTS = {
     "tokenizer.source": "use 'train' or 'download'",
     "sample.labels": "use 'balanced' or 'uniform'",
     "evaluate.extractor": "use 'classifier' or 'inception'",
+    "evaluate.latency_batch_size": "must be one of latency.batch_sizes: the benchmarked batch whose timings go into eval.json",
     "evaluate.reference": "Inception FID needs reference statistics: set it to an .npz with mu and sigma (such as the "
                           "ADM evaluator's VIRTUAL_imagenet256_labeled.npz) or a folder of images, e.g. "
                           "overrides.<teacher>.evaluate.reference in params.yaml",

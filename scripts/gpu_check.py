@@ -183,7 +183,7 @@ def published_pipeline(teacher_preset: str = "llamagen-b", overrides: dict | Non
                  "student": {"train": {"train_steps": 10, "batch_size": 16, "checkpoint_every": 10, "log_every": 5}},
                  "sample": {"num_samples": 128, "batch_size": 64},
                  "latency": {"batch_sizes": [1, 64], "repeats": 1},
-                 "evaluate": {"reference": "unused.npz"}}
+                 "evaluate": {"reference": "unused.npz", "latency_batch_size": 64}}
         config = resolve({"teachers": [teacher_preset], "overrides": {teacher_preset: {**small, **(overrides or {})}}},
                          teacher_preset)
         layout = Layout(teacher_preset, data_root=root / "data", metrics_root=root / "metrics")

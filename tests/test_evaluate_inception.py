@@ -73,6 +73,7 @@ def with_test_split(layout: Layout) -> Layout:
 
 def config(tokenizer_source="train", **evaluate_params):
     return config_from_dict({"sample": {"skip_tokens": 4}, "tokenizer": {"source": tokenizer_source},
+                             "latency": {"batch_sizes": [1, 8]},
                              "evaluate": {"grid_samples": 16, "latency_batch_size": 8, **evaluate_params}})
 
 

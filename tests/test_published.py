@@ -43,6 +43,9 @@ def test_bad_overrides_name_the_key(tmp_path):
     params["overrides"] = {"llamagen-b": {"recipe": {"cfg": 3.0}}}
     with pytest.raises(ConfigError, match=r"recipe\.cfg.*overrides\.llamagen-b"):
         resolve(params, "llamagen-b")
+    params["overrides"] = {"llamagen-b": {"evaluate": {"reference": "r.npz"}, "latency": {"batch_sizes": [1, 4]}}}
+    with pytest.raises(ConfigError, match="evaluate.latency_batch_size.*latency.batch_sizes"):
+        resolve(params, "llamagen-b")
     params["overrides"] = {"llamagen-b": {"teachers": ["x"]}}
     with pytest.raises(ConfigError, match="overrides.llamagen-b.teachers"):
         resolve(params, "llamagen-b")
