@@ -15,7 +15,8 @@ def dd_sampler(config: Config, layout: Layout):
 
 
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
-    tokenizer, device = load_tokenizer(layout, compute_device()), compute_device()
+    device = compute_device()
+    tokenizer = load_tokenizer(layout, device)
     tokens, labels = run_sampler(dd_sampler(config, layout), range(config.sample.num_samples), config.sample.seed,
                                  tokenizer.num_tokens, tokenizer.codebook.shape[1], teacher_classes(layout),
                                  config.sample.batch_size, description=f"dd ({config.student.steps} step)",

@@ -7,20 +7,15 @@ import torch
 from dd.models.var import PRESETS, VAR
 from dd.var_student import (VARStudent, data_mask, noise_position_loss, sample_var_dd, student_attn_bias,
                             student_inputs, student_loss)
+from tests.test_var import build_tiny
 
 TINY = PRESETS["var-tiny"]   # 6 scales (1, 2, 3, 4, 6, 8), 130 tokens, V = 256, E = 8
 L, E, V, FIRST = TINY.num_tokens, TINY.code_dim, TINY.vocab_size, TINY.first_len
 
 
 def tiny_teacher(seed: int = 0) -> VAR:
-    """Every weight random with O(1) effects (the reference init starts blocks near the identity)."""
-    torch.manual_seed(seed)
-    model = VAR(TINY).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "scale_mul" not in name:
-                p.normal_(std=0.2)
-    return model.requires_grad_(False)
+    """A frozen var-tiny teacher with every weight random and O(1) effects (tests/test_var.py's build_tiny)."""
+    return build_tiny(seed).requires_grad_(False)
 
 
 def tiny_codebook(seed: int = 0) -> torch.Tensor:
