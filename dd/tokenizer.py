@@ -8,9 +8,12 @@ the centroids back. Reconstructions are the floor any generator on these tokens 
 reports them as a reference row.
 
 Besides the pixel centroids, a tokenizer exposes `codebook`: the (V, d) code vectors the flow map and the DD
-student work in. They are the centroids projected on their top-d principal axes and scaled to unit variance
-per axis, so that nearby codes look alike (noise near a code tends to map to similar-looking codes) and the
-codes live on the same scale as the N(0, I) noise.
+student work in. They are the centroids projected on their top-d principal axes and scaled by ONE factor, so
+that the mean variance per axis is 1 (the scale of the N(0, I) noise). A single factor keeps the pixel geometry:
+codes that are near each other look alike, so the flow map's neighbouring basins are similar-looking patches
+and a student that misses a basin by a little picks a patch that looks almost right. Scaling each axis to unit
+variance (whitening) inflated the minor axes and kept only 57% of the codebook's 5 nearest pixel-space
+neighbours (91% with one factor); on the embedded default it cost DD 1-step FID 19.75 against 17.61.
 
 Dimensions: N images, H/W pixels, C channels, P patch size, L tokens per image (raster order), V codebook, d code dim.
 """
@@ -116,11 +119,11 @@ def fit_tokenizer(images: np.ndarray, config: TokenizerConfig, progress=None) ->
 
 
 def _code_vectors(centroids: Tensor, code_dim: int) -> Tensor:
-    """Top-d principal components of the centroids, each scaled to unit variance: (V, d)."""
+    """Top-d principal components of the centroids, scaled by one factor to mean variance 1 per axis: (V, d)."""
     centered = centroids - centroids.mean(0)
     _, _, right = torch.linalg.svd(centered.double(), full_matrices=False)
     projected = centered.double() @ right[:code_dim].T                                   # (V, d)
-    return (projected / projected.std(0)).float()
+    return (projected / projected.var(0).mean().sqrt()).float()
 
 
 def tokenizer_metrics(tokenizer: PatchTokenizer, images: np.ndarray) -> dict:

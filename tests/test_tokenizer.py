@@ -20,9 +20,23 @@ def test_fit_encode_decode():
     # binary 2x2 patches have exactly 16 values: a 16-code k-means must reconstruct them (almost) exactly
     assert tokenizer_metrics(tokenizer, images)["reconstruction_mse"] < 1e-3
     assert tokenizer.decode(tokens).shape == images.shape
-    # code vectors: one per code, unit variance per axis
+    # code vectors: one per code, mean variance 1 per axis, pixel distances kept up to one factor
     assert tokenizer.codebook.shape == (16, 3)
-    assert torch.allclose(tokenizer.codebook.std(0), torch.ones(3), atol=1e-4)
+    assert torch.allclose(tokenizer.codebook.var(0).mean(), torch.tensor(1.0), atol=1e-4)
+
+
+def test_codes_keep_pixel_geometry():
+    # With every principal axis kept (code_dim = pixels per patch), code distances are pixel distances times
+    # one factor: nothing is whitened, so near codes are similar-looking patches.
+    rng = np.random.default_rng(1)   # mostly flat 2x2 patches: the brightness axis dominates, as in real images
+    flat = np.kron(rng.integers(0, 200, (300, 4, 4, 1)), np.ones((1, 2, 2, 1)))
+    images = (flat + rng.integers(0, 56, flat.shape)).astype(np.uint8)
+    config = TokenizerConfig(patch_size=2, codebook_size=32, code_dim=4, kmeans_iterations=5, kmeans_samples=5000)
+    tokenizer = fit_tokenizer(images, config)
+    code_distances, pixel_distances = torch.pdist(tokenizer.codebook.double()), torch.pdist(tokenizer.centroids.double())
+    ratio = code_distances / pixel_distances
+    assert torch.allclose(ratio, ratio.mean(), rtol=1e-4)
+    assert torch.allclose(tokenizer.codebook.var(0).mean(), torch.tensor(1.0), atol=1e-4)
 
 
 def test_fit_is_deterministic_and_state_round_trips():
