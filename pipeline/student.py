@@ -8,7 +8,7 @@ from dd.artifacts import Layout, compute_device, load_frozen_teacher, load_token
 from dd.checkpoint import file_sha256, save_json, save_weights
 from dd.config import Config, fingerprint
 from dd.pairs import MANIFEST, read_pairs
-from dd.student import DDStudent, student_inputs, student_loss
+from dd.student import DDStudent, soft_targets, student_inputs, student_loss
 from dd.training import train
 
 
@@ -21,14 +21,15 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     device = compute_device()
     student = DDStudent.from_teacher(teacher, codebook).to(device)   # the teacher's copy stays behind on the CPU
     on_device = functools.partial(torch.Tensor.to, device=device)
+    targets = on_device(soft_targets(codebook, config.student.target_width))     # (V, V)
 
     def loss_fn(model, indices, generator):
         # Each example is trained at one of the timesteps, drawn uniformly.
         sample_timesteps = timesteps[torch.randint(len(timesteps), (len(indices),), generator=generator)]
         batch = map(on_device, (labels[indices], noise[indices], tokens[indices], codebook, sample_timesteps))
-        return student_loss(model, *batch)
+        return student_loss(model, *batch, targets)
 
-    run_fingerprint = fingerprint(config.student.timesteps, config.student.train,
+    run_fingerprint = fingerprint(config.student.timesteps, config.student.target_width, config.student.train,
                                   file_sha256(layout.pairs_dir / MANIFEST), file_sha256(teacher_weights(layout)))
     ema = train(student, loss_fn, len(tokens), config.student.train, layout.student_dir,
                 layout.metrics_dir / "student_log.jsonl", run_fingerprint, f"student {layout.teacher}", progress)

@@ -1,7 +1,7 @@
-"""The DD student: initialised from the teacher, separate from it, trained by cross-entropy on pairs."""
+"""The DD student: initialised from the teacher, separate from it, trained by cross-entropy on pairs (one-hot or soft targets)."""
 import torch
 
-from dd.student import DDStudent, student_inputs, student_loss
+from dd.student import DDStudent, soft_targets, student_inputs, student_loss
 from tests.helpers import MICRO, micro_codebook, micro_teacher
 
 
@@ -66,3 +66,19 @@ def test_student_overfits_a_few_pairs():
         loss.backward()
         optimizer.step()
     assert (student.predict(labels, noise, 0) == tokens).float().mean() > 0.95
+
+
+def test_soft_targets_favour_look_alike_codes():
+    codebook = torch.tensor([[0.0, 0.0], [0.5, 0.0], [1.0, 0.0], [1.5, 0.0]])
+    targets = soft_targets(codebook, 0.5)
+    assert torch.allclose(targets.sum(1), torch.ones(4))
+    assert targets[0].argmax() == 0 and targets[0, 1] > targets[0, 2] > targets[0, 3]   # mass falls with distance
+    assert torch.equal(soft_targets(codebook, 0.0), torch.eye(4))
+    # Width 0 is plain cross-entropy.
+    teacher, micro = micro_teacher(), micro_codebook()
+    student = DDStudent.from_teacher(teacher, micro)
+    tokens = torch.randint(MICRO.vocab_size, (3, MICRO.num_image_tokens))
+    noise, labels, timesteps = torch.randn(3, MICRO.num_image_tokens, 4), torch.tensor([0, 1, 2]), torch.tensor([0, 3, 8])
+    one_hot = student_loss(student, labels, noise, tokens, micro, timesteps, soft_targets(micro, 0.0))
+    assert torch.allclose(one_hot, student_loss(student, labels, noise, tokens, micro, timesteps))
+    assert not torch.allclose(one_hot, student_loss(student, labels, noise, tokens, micro, timesteps, soft_targets(micro, 0.5)))
