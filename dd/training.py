@@ -58,6 +58,8 @@ def train(model: nn.Module, loss_fn: LossFn, num_examples: int, config: TrainCon
                                    {"params": other_params, "weight_decay": 0.0}], lr=config.learning_rate,
                                   betas=(0.9, 0.95))
     step, log_rows = _resume(run_dir / "checkpoint.pt", log_path, fingerprint, model, ema, optimizer)
+    if config.compile and step < config.train_steps:
+        model.compile()     # in place: the parameters and state-dict keys stay the model's own
     trained = nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
 
     started = time.time()

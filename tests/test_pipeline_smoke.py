@@ -13,9 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "classifier": {"train_steps": 30},
     "tokenizer": {"kmeans_iterations": 3, "kmeans_samples": 20000},
-    "teacher": {"train": {"train_steps": 10, "checkpoint_every": 5, "log_every": 5}},
+    # compile off: ~60 s of compiling per model would dwarf 10 steps
+    "teacher": {"train": {"train_steps": 10, "checkpoint_every": 5, "log_every": 5, "compile": False}},
     "pairs": {"num_pairs": 200, "shard_size": 100, "batch_size": 100},
-    "student": {"train": {"train_steps": 10, "checkpoint_every": 5, "log_every": 5}},
+    "student": {"train": {"train_steps": 10, "checkpoint_every": 5, "log_every": 5, "compile": False}},
     "sample": {"num_samples": 200, "batch_size": 100},
     "latency": {"batch_sizes": [1, 8], "repeats": 1},
     "evaluate": {"grid_samples": 16, "latency_batch_size": 8},
