@@ -6,9 +6,8 @@ Speed does not depend on the weights, so the models are the published architectu
                  VAR: 10 scale steps through the VQVAE's f_hat, cfg 2.0 ramped over scales, top-k 900,
                  top-p 0.95), eager
   teacher_graph  the same whole sampling loop captured once as a CUDA graph and replayed
-  dd_1step       the DD student's single forward on noise (+ argmax), eager and as a CUDA graph. For VAR
-                 (no VAR student yet) it is the transformer's forward over all 680 tokens from noise inputs:
-                 the student's cost minus its one extra first-scale token
+  dd_1step       the DD student's single forward on noise (+ argmax), eager and as a CUDA graph (for VAR the
+                 VARStudent of dd/var_student.py: 1 + 680 positions, block mask, noise/data embedding)
 Then a smoke run: a few hundred pairs from llamagen-b through the flow map, a few student training steps on
 them, and 1- and 2-step sampling, all on the GPU. Last, the published path through the pipeline's own stages
 (`published_pipeline`): LlamaGen-B and VQ-16 checkpoints written in the published format (random weights),
@@ -44,6 +43,7 @@ from dd.pairs import read_pairs, write_pairs
 from dd.sampling import per_sample_noise, balanced_labels, sample_dd, sample_teacher
 from dd.student import DDStudent, student_loss
 from dd.training import train
+from dd.var_student import VARStudent, sample_var_dd
 from dd.var_teacher import sample_var_teacher
 
 PAPER_RECIPE = RecipeConfig(cfg_scale=2.0, temperature=1.0, top_k=8000, top_p=1.0)   # DD's LlamaGen setting
@@ -92,9 +92,11 @@ def samplers(preset: str, device):
         vae_preset = "vae-tiny" if preset == "var-tiny" else "vae-ch160v4096z32"
         vqvae = MultiScaleVQVAE(VAE_PRESETS[vae_preset]).to(device).eval().requires_grad_(False)
         config = model.config
+        student = VARStudent.from_teacher(model, vqvae.codebook.to(torch.bfloat16))
+        codebook = vqvae.codebook.to(torch.bfloat16)
         teacher = lambda labels, noise: sample_var_teacher(model, vqvae, VAR_PAPER_RECIPE, labels, noise)
-        dd = lambda labels, noise: model(labels, noise[:, config.first_len:].to(torch.bfloat16)).argmax(-1)
-        return teacher, torch.inference_mode()(dd), config.num_tokens, config.code_dim, config.num_classes
+        dd = lambda labels, noise: sample_var_dd(student, codebook, 1, 0, labels, noise.to(torch.bfloat16))
+        return teacher, dd, config.num_tokens, config.code_dim, config.num_classes
     model = random_model(preset, device)
     student = DDStudent(model, CODE_DIM).to(device, torch.bfloat16).eval().requires_grad_(False)
     codebook = torch.randn(model.config.vocab_size, CODE_DIM, device=device)
