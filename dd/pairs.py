@@ -28,9 +28,12 @@ from dd.checkpoint import atomic_write, file_sha256, save_json
 from dd.config import FlowConfig, PairsConfig, RecipeConfig
 from dd.flow import flow_map
 from dd.models.llamagen import GPT
+from dd.models.var import VAR
+from dd.models.var_vqvae import MultiScaleVQVAE
 from dd.progress import progress_bar
 from dd.sampling import balanced_labels, per_sample_noise
 from dd.teachers import generate
+from dd.var_teacher import generate_var
 
 MANIFEST = "manifest.json"
 
@@ -46,6 +49,23 @@ def sequence_map(teacher: GPT, recipe: RecipeConfig, codebook: Tensor, flow: Flo
         return flow_map(noise[:, i], probs, codebook, num_steps=flow.solver_steps, t_end=flow.t_end,
                         support_size=recipe.top_k)
     return generate(teacher, labels, recipe, choose)
+
+
+@torch.inference_mode()
+def scale_sequence_map(teacher: VAR, vqvae: MultiScaleVQVAE, recipe: RecipeConfig, flow: FlowConfig, labels: Tensor,
+                       noise: Tensor) -> Tensor:
+    """The next-scale version (method.md section 3): noise (B, L, E) -> tokens (B, L), scales coarse to fine.
+
+    At each scale every token is the flow map of its own noise under the teacher's distribution for it given
+    the coarser scales (VAR's tokens of one scale are independent given those).
+    """
+    slices, codebook = teacher.config.scale_slices, vqvae.codebook.float()
+
+    def choose(probs: Tensor, k: int) -> Tensor:                      # probs (B*P, V) of scale k
+        start, stop = slices[k]
+        return flow_map(noise[:, start:stop].flatten(0, 1), probs, codebook, num_steps=flow.solver_steps,
+                        t_end=flow.t_end, support_size=recipe.top_k)
+    return torch.cat(generate_var(teacher, vqvae, labels, recipe, choose), dim=1)      # (B, L)
 
 
 def shard_name(shard: int) -> str:

@@ -63,3 +63,32 @@ def test_choose_sees_each_scale_once_in_order():
 
     generate_var(model, vqvae, torch.tensor([1, 2]), RECIPE, choose)
     assert seen == [(k, 2 * p * p) for k, p in enumerate(model.config.patch_nums)]
+
+
+@torch.inference_mode()
+def test_scale_sequence_map_maps_each_token_by_its_own_noise_and_ignores_the_batch():
+    """DD pairs for a next-scale teacher: token i of scale k is the flow map of eps_i under the teacher's
+    distribution given the coarser scales, and a pair does not depend on the batch it is computed in."""
+    from dd.config import FlowConfig
+    from dd.flow import flow_map
+    from dd.pairs import scale_sequence_map
+    model, vqvae = tiny_pair()
+    config, B, flow = model.config, 5, FlowConfig(solver_steps=8)
+    labels = balanced_labels(range(B), config.num_classes)
+    noise = per_sample_noise(4, range(B), config.num_tokens, config.code_dim)
+    tokens = scale_sequence_map(model, vqvae, RECIPE, flow, labels, noise)                       # (B, L)
+    assert tokens.shape == (B, config.num_tokens)
+    split = torch.cat([scale_sequence_map(model, vqvae, RECIPE, flow, labels[:2], noise[:2]),
+                       scale_sequence_map(model, vqvae, RECIPE, flow, labels[2:], noise[2:])])
+    assert torch.equal(tokens, split)
+
+    per_scale = [tokens[:, start:stop] for start, stop in config.scale_slices]
+    rows = torch.cat([labels, torch.full_like(labels, config.num_classes)])
+    inputs = vqvae.next_scale_inputs(per_scale)
+    logits = model(rows, torch.cat([inputs, inputs]))                                            # (2B, L, V)
+    for k, (start, stop) in enumerate(config.scale_slices):
+        probs = guided_probs(logits[:, start:stop], RECIPE, k, config.num_scales)
+        expected = flow_map(noise[:, start:stop].flatten(0, 1), probs, vqvae.codebook.float(), 8, flow.t_end,
+                            support_size=RECIPE.top_k)
+        assert torch.equal(expected.view(B, -1), per_scale[k]), f"scale {k}"
+    assert len(set(tokens.flatten().tolist())) > 10                                             # not collapsed
