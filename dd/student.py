@@ -92,9 +92,9 @@ class DDStudent(nn.Module):
 
 def soft_targets(codebook: Tensor, target_width: float) -> Tensor:
     """The target distribution of each token over the codes (V, V), row y for token y (see Loss above)."""
-    distances = torch.cdist(codebook.double(), codebook.double())                              # (V, V)
     if target_width <= 0:
         return torch.eye(len(codebook), dtype=codebook.dtype, device=codebook.device)
+    distances = torch.cdist(codebook.double(), codebook.double())                              # (V, V)
     nearest = distances.masked_fill(torch.eye(len(codebook), dtype=torch.bool, device=codebook.device),
                                     float("inf")).min(1).values                                 # (V,)
     sigma = target_width * nearest.median()

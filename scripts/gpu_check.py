@@ -92,8 +92,8 @@ def samplers(preset: str, device):
         vae_preset = "vae-tiny" if preset == "var-tiny" else "vae-ch160v4096z32"
         vqvae = MultiScaleVQVAE(VAE_PRESETS[vae_preset]).to(device).eval().requires_grad_(False)
         config = model.config
-        student = VARStudent.from_teacher(model, vqvae.codebook.to(torch.bfloat16))
         codebook = vqvae.codebook.to(torch.bfloat16)
+        student = VARStudent.from_teacher(model, codebook)
         teacher = lambda labels, noise: sample_var_teacher(model, vqvae, VAR_PAPER_RECIPE, labels, noise)
         dd = lambda labels, noise: sample_var_dd(student, codebook, 1, 0, labels, noise.to(torch.bfloat16))
         return teacher, dd, config.num_tokens, config.code_dim, config.num_classes

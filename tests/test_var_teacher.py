@@ -1,12 +1,14 @@
 """VAR's sampling loop: the KV-cached next-scale loop agrees with an uncached teacher-forcing pass, and the
-recipe ramps guidance over scales as VAR's sampler does."""
+recipe ramps guidance over scales as VAR's sampler does; DD pairs run the same loop with the flow map."""
 import dataclasses
 
 import torch
 
-from dd.config import RecipeConfig
+from dd.config import FlowConfig, RecipeConfig
+from dd.flow import flow_map
 from dd.models.var import VAR, PRESETS as VAR_PRESETS, cfg_ramp
 from dd.models.var_vqvae import MultiScaleVQVAE, PRESETS as VAE_PRESETS
+from dd.pairs import scale_sequence_map
 from dd.sampling import balanced_labels, inverse_cdf, per_sample_noise, token_uniforms
 from dd.var_teacher import generate_var, guided_probs, sample_var_teacher
 
@@ -69,9 +71,6 @@ def test_choose_sees_each_scale_once_in_order():
 def test_scale_sequence_map_maps_each_token_by_its_own_noise_and_ignores_the_batch():
     """DD pairs for a next-scale teacher: token i of scale k is the flow map of eps_i under the teacher's
     distribution given the coarser scales, and a pair does not depend on the batch it is computed in."""
-    from dd.config import FlowConfig
-    from dd.flow import flow_map
-    from dd.pairs import scale_sequence_map
     model, vqvae = tiny_pair()
     config, B, flow = model.config, 5, FlowConfig(solver_steps=8)
     labels = balanced_labels(range(B), config.num_classes)
