@@ -20,11 +20,10 @@ still noise against a target that is the pair's token softened over its neighbou
 Why: the target is a deterministic function of (class, noise), so one-hot cross-entropy is its maximum-
 likelihood fit and argmax its sampler, but it scores a miss by a look-alike code as badly as a miss by an
 unrelated one. The codes keep the pixel geometry (dd/tokenizer.py), so the soft target teaches the student
-that a near miss is nearly right. On the embedded default (same teacher and pairs, 900 steps, FID of 10k samples):
-width 0 (one-hot) 1-step 17.61 / 2-step 15.68; 0.5: 16.38 / 16.26; 0.8: 18.62 (1 step); 0.3, on a later
-teacher's pairs: 15.42 / 14.59, against 16.42 / 15.96 for 0.5 on the same pairs. Too wide a target blurs which
-code wins; 0.3 beat both ends at 1 and 2 steps. Sampling is still argmax of the logits. Positions already data
-are given, not predicted, so they carry no loss.
+that a near miss is nearly right. On the embedded default (900 steps, FID of 10k samples), on one teacher's
+pairs: width 0 (one-hot) 1-step 17.61 / 2-step 15.68, 0.5 16.38 / 16.26, 0.8 18.62 (1 step); on a later
+teacher's pairs: 0.3 15.42 / 14.59 against 0.5 16.42 / 15.96. So 0.3 was compared side by side with 0.5 only.
+Sampling is still argmax of the logits. Positions already data are given, not predicted, so they carry no loss.
 
 Dimensions: B batch, L image tokens, C model width, V codebook size, d code dimension.
 """
