@@ -17,9 +17,7 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from cleanfid.fid import frechet_distance as clean_fid_frechet_distance
 from einops import rearrange
-from matplotlib.figure import Figure
 from PIL import Image
 from rich.progress import Progress, TextColumn
 from torch import nn
@@ -167,6 +165,10 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     if not varying.any():
         return 0.0
     features_a, features_b = features_a[:, varying], features_b[:, varying]
+    # Imported here, not at the top: clean-fid pulls in torchvision (~5 s), and every pipeline stage imports
+    # this module through dd.artifacts while only the evaluation computes a distance.
+    from cleanfid.fid import frechet_distance as clean_fid_frechet_distance
+
     return float(
         clean_fid_frechet_distance(
             np.mean(features_a, axis=0),
@@ -271,6 +273,8 @@ def plot_fid_vs_latency(rows: list[dict], path: str | Path, title: str, ylabel: 
 
     Builds a bare matplotlib Figure (Agg canvas) rather than using pyplot, so no global backend is set.
     """
+    from matplotlib.figure import Figure   # imported here for the same reason as clean-fid above
+
     figure = Figure(figsize=(7, 4.5), layout="constrained")
     axes = figure.subplots()
     for method in dict.fromkeys(row["method"] for row in rows):
