@@ -77,6 +77,17 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class VQVAETrainingConfig:
+    """The tokenizer of a next-scale (VAR) teacher trained here (tokenizer.source: train): VAR's multi-scale
+    VQVAE with L2 reconstruction + commitment + codebook losses (dd/var_tokenizer.py). Raster teachers fit the
+    k-means tokenizer (`tokenizer`) instead and never read this section."""
+    preset: str = "vae-tiny"          # a dd/models/var_vqvae.py preset whose codebook and scales fit the teacher
+    commitment: float = 0.25          # beta, the weight of the commitment loss (VAR's value)
+    seed: int = 0                     # initial weights (train.seed draws the batches)
+    train: TrainConfig = TrainConfig()
+
+
+@dataclass(frozen=True)
 class TeacherConfig:
     source: str = "train"             # "train": the pipeline trains it; "download": a published checkpoint
     url: str = ""                     # download: "" takes the preset's published URL (dd/presets.py)
@@ -151,6 +162,7 @@ class Config:
     data: DataConfig = DataConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
+    vqvae: VQVAETrainingConfig = VQVAETrainingConfig()
     teacher: TeacherConfig = TeacherConfig()
     recipe: RecipeConfig = RecipeConfig()
     flow: FlowConfig = FlowConfig()
