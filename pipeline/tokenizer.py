@@ -10,7 +10,7 @@ import torch
 from dd.artifacts import Layout, compute_device, load_images
 from dd.checkpoint import fetch_published, save_json, save_torch, save_weights
 from dd.config import Config, fingerprint
-from dd.models.var_vqvae import PRESETS as VQVAE_PRESETS, MultiScaleVQVAE
+from dd.models.var_vqvae import PRESETS as VQVAE_PRESETS, MultiScaleVQVAE, VQVAEConfig
 from dd.presets import published
 from dd.progress import progress_bar
 from dd.teachers import family, preset_config
@@ -38,21 +38,26 @@ def fit(config: Config, layout: Layout, progress: bool = True) -> dict:
     return metrics
 
 
-def train_vqvae(config: Config, layout: Layout, progress: bool = True) -> dict:
-    """VAR's multi-scale VQVAE (vqvae.*), for a next-scale teacher; saved as a published one is (tokenizer.json)."""
-    train_set, test = load_images(layout, "train"), load_images(layout, "test")
-    preset, teacher_config = config.vqvae.preset, preset_config(layout.teacher)
+def _checked_vqvae_config(preset: str, teacher: str, image_shape: tuple[int, ...]) -> VQVAEConfig:
+    """vqvae.preset's architecture, if its codes and scales are the teacher's and it takes the data's images."""
     if preset not in VQVAE_PRESETS:
         raise ValueError(f"vqvae.preset {preset!r} is not a VQVAE preset: {', '.join(VQVAE_PRESETS)}")
     vqvae_config = VQVAE_PRESETS[preset]
-    made, read = [(c.vocab_size, c.code_dim, c.patch_nums) for c in (vqvae_config, teacher_config)]
+    made, read = [(c.vocab_size, c.code_dim, c.patch_nums) for c in (vqvae_config, preset_config(teacher))]
     if made != read:
-        raise ValueError(f"vqvae.preset {preset} makes (codes, code dim, scales) {made} but teacher {layout.teacher} "
+        raise ValueError(f"vqvae.preset {preset} makes (codes, code dim, scales) {made} but teacher {teacher} "
                          f"reads {read}: name the VQVAE preset built for it")
-    if train_set.images.shape[1:] != (vqvae_config.image_size, vqvae_config.image_size, vqvae_config.in_channels):
+    if image_shape != (vqvae_config.image_size, vqvae_config.image_size, vqvae_config.in_channels):
         raise ValueError(f"vqvae.preset {preset} takes {vqvae_config.image_size} px images with "
-                         f"{vqvae_config.in_channels} channels; the data stage made {train_set.images.shape[1:]}")
+                         f"{vqvae_config.in_channels} channels; the data stage made {image_shape}")
+    return vqvae_config
 
+
+def train_vqvae(config: Config, layout: Layout, progress: bool = True) -> dict:
+    """VAR's multi-scale VQVAE (vqvae.*), for a next-scale teacher; saved as a published one is (tokenizer.json)."""
+    train_set, test = load_images(layout, "train"), load_images(layout, "test")
+    preset = config.vqvae.preset
+    vqvae_config = _checked_vqvae_config(preset, layout.teacher, train_set.images.shape[1:])
     (layout.tokenizer_dir / SIDECAR).unlink(missing_ok=True)          # until the new weights are saved
     torch.manual_seed(config.vqvae.seed)
     model = MultiScaleVQVAE(vqvae_config).to(compute_device())

@@ -6,7 +6,7 @@ import torch
 from dd.artifacts import Layout, load_tokenizer
 from dd.checkpoint import save_weights
 from dd.models.var_vqvae import PRESETS, MultiScaleVQVAE
-from dd.var_tokenizer import MultiScaleTokenizer, scale_usage, to_pixels, vqvae_loss
+from dd.var_tokenizer import MultiScaleTokenizer, initialise_codebook, scale_usage, to_pixels, vqvae_loss
 
 TINY = PRESETS["vae-tiny"]        # 32x32 grey -> 8x8 latent, scales (1, 2, 3, 4, 6, 8): 130 tokens, V = 256, E = 8
 
@@ -37,6 +37,15 @@ def test_training_steps_lower_the_loss_on_a_small_batch():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_codes_start_as_latent_vectors_of_the_untrained_encoder():
+    model, batch = tiny_vqvae(), images(8)
+    initialise_codebook(model, batch, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        cells = model.encode(to_pixels(batch)).permute(0, 2, 3, 1).flatten(0, 2)     # (8 * 64, E)
+        is_a_cell = (model.codebook[:, None] == cells[None]).all(-1).any(1)          # (V,)
+        assert is_a_cell.all() and len(torch.unique(model.codebook, dim=0)) == TINY.vocab_size
 
 
 def test_straight_through_and_the_two_quantiser_losses():
