@@ -131,7 +131,7 @@ class MultiScaleTokenizer:
         with torch.no_grad():
             return self.model.next_scale_inputs(self.split(tokens.to(self.device)))
 
-    @torch.inference_mode()
+    @torch.no_grad()      # not inference_mode: the tokens are training targets, which autograd must be able to save
     def encode(self, images: np.ndarray) -> Tensor:
         """uint8 images (N, H, W, C) -> tokens (N, L) int64."""
         tokens = []
@@ -140,7 +140,7 @@ class MultiScaleTokenizer:
             tokens.append(torch.cat(self.model.tokenize(f), dim=1).cpu())                             # (n, L)
         return torch.cat(tokens)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def decode(self, tokens: Tensor) -> np.ndarray:
         """Tokens (N, L_k) of the first k scales (all K: the image) -> uint8 images (N, H, W, C), decoded from
         the partial reconstruction f_hat that those scales sum to."""

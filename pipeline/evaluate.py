@@ -86,21 +86,21 @@ def inception_measure(config: Config, layout: Layout) -> tuple[Measure, dict]:
 EXTRACTORS = {"classifier": classifier_measure, "inception": inception_measure}
 
 
-def raster_steps(config: Config, layout: Layout) -> dict:
+def _raster_steps(config: Config, layout: Layout) -> dict:
     """Sequential model steps of each method of a raster teacher (the skip baseline's last step is parallel)."""
     num_tokens = load_samples(layout.samples_dir / "teacher.npz")["tokens"].shape[1]
     return {"teacher": num_tokens, "dd": config.student.steps, "onestep": 1,
             "skip": num_tokens - config.sample.skip_tokens + 1, "reconstruction": 0}
 
 
-def next_scale_steps(config: Config, layout: Layout) -> dict:
+def _next_scale_steps(config: Config, layout: Layout) -> dict:
     """Sequential model steps of each method of a next-scale teacher: one per scale it generates."""
     num_scales = preset_config(layout.teacher).num_scales
     return {"teacher": num_scales, "dd": config.student.steps, "onestep": 1,
             **{f"skip-{k}": num_scales - k for k in SKIP_SCALES}, "reconstruction": 0}
 
 
-STEPS = {"llamagen": raster_steps, "var": next_scale_steps}
+STEPS = {"llamagen": _raster_steps, "var": _next_scale_steps}
 # What the progress line shows, where a row has it (null under Inception: class accuracy, and precision/recall
 # against an .npz reference).
 PRINTED = (("FID", "fid", "7.2f"), ("to teacher", "fid_to_teacher", "7.2f"), ("IS", "inception_score", "6.2f"),

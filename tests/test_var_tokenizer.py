@@ -92,7 +92,7 @@ def test_tokenizer_saves_loads_and_decodes_partial_scales(tmp_path):
 
     batch = images(5)
     tokens = tokenizer.encode(batch)
-    assert tokens.shape == (5, 130) and tokens.dtype == torch.long
+    assert tokens.shape == (5, 130) and tokens.dtype == torch.long and not tokens.is_inference()   # targets
     with torch.no_grad():
         expected = torch.cat(model.tokenize(model.encode(to_pixels(batch))), dim=1)
         assert torch.equal(tokens, expected)
