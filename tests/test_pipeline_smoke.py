@@ -66,15 +66,16 @@ def test_dvc_repro_on_tiny_params(tmp_path):
 
 # var-tiny (a next-scale teacher) on a small image folder, so every stage takes seconds: the VQVAE encodes
 # every image in the teacher stage and decodes every sample.
+TRAIN = {"train_steps": 2, "batch_size": 8, "checkpoint_every": 1, "log_every": 1, "compile": False}
 VAR_TINY = {
-    "classifier": {"train_steps": 20},
-    "vqvae": {"train": {"train_steps": 4, "batch_size": 16, "checkpoint_every": 2, "log_every": 2, "compile": False}},
-    "teacher": {"train": {"train_steps": 4, "batch_size": 16, "checkpoint_every": 2, "log_every": 2, "compile": False}},
-    "pairs": {"num_pairs": 40, "shard_size": 20, "batch_size": 20},
-    "student": {"train": {"train_steps": 4, "batch_size": 16, "checkpoint_every": 2, "log_every": 2, "compile": False}},
-    "sample": {"num_samples": 40, "batch_size": 20},
-    "latency": {"batch_sizes": [1, 4], "repeats": 1},
-    "evaluate": {"grid_samples": 16, "latency_batch_size": 4},
+    "classifier": {"train_steps": 10},
+    "vqvae": {"train": TRAIN},
+    "teacher": {"train": TRAIN},
+    "pairs": {"num_pairs": 20, "shard_size": 10, "batch_size": 10},
+    "student": {"train": TRAIN},
+    "sample": {"num_samples": 20, "batch_size": 10},
+    "latency": {"batch_sizes": [1, 2], "repeats": 1},
+    "evaluate": {"grid_samples": 16, "latency_batch_size": 2},
 }
 
 
@@ -95,7 +96,7 @@ def test_var_tiny_stages_under_dvc_on_tiny_params(tmp_path):
     for name in ["dvc.yaml", "dd", "pipeline"]:
         source = ROOT / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
-    _image_folder(tmp_path / "images", {"train": 24, "test": 8})
+    _image_folder(tmp_path / "images", {"train": 10, "test": 4})
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["teachers"] = ["var-tiny"]
     params["data"]["source"] = str(tmp_path / "images")
