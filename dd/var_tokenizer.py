@@ -36,8 +36,7 @@ from torch import Tensor
 
 from dd.checkpoint import load_json, load_state_dict
 from dd.models.var_vqvae import PRESETS, MultiScaleVQVAE
-
-SIDECAR = "tokenizer.json"     # the same name dd/vq_tokenizer.py's published tokenizers use
+from dd.vq_tokenizer import SIDECAR
 
 
 def to_pixels(images: np.ndarray | Tensor) -> Tensor:
