@@ -2,8 +2,8 @@
 the published VQ autoencoder of a published teacher (tokenizer.source: download; dd/presets.py has the URLs).
 
 Made here, per teacher family: k-means patches for a raster (LlamaGen) teacher, the embedded default
-llamagen-tiny; VAR's multi-scale VQVAE, trained with the training loop (vqvae.*; rerun to resume), for a
-next-scale teacher such as var-tiny.
+llamagen-tiny; VAR's multi-scale VQVAE, trained with the training loop (overrides.<teacher>.vqvae; rerun to
+resume), for a next-scale teacher such as var-tiny.
 """
 import torch
 

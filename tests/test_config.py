@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from dd.config import Config, ConfigError, config_from_dict, load_config
+from dd.config import Config, ConfigError, config_from_dict, load_config, resolve
 
 
 def test_project_params_load():
@@ -63,3 +63,5 @@ def test_var_tiny_resolves_its_overrides_over_the_shared_sections():
     assert config.vqvae.preset == "vae-tiny" and config.vqvae.commitment == 0.25
     assert config.recipe == shared.recipe and config.student.steps == shared.student.steps
     assert shared.student.timesteps == (0, 32)                        # llamagen-tiny is untouched by var-tiny's entry
+    with pytest.raises(ConfigError, match="overrides.<teacher>.vqvae"):
+        resolve({"vqvae": {"commitment": 0.5}}, "var-tiny")                # only per teacher

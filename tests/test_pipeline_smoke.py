@@ -101,8 +101,9 @@ def test_var_tiny_stages_under_dvc_on_tiny_params(tmp_path):
     params["teachers"] = ["var-tiny"]
     params["data"]["source"] = str(tmp_path / "images")
     params["student"]["steps"] = 2
-    # The tiny settings go over var-tiny's own overrides (its other overrides, e.g. student.timesteps, stay).
-    params = _merge(params, VAR_TINY)
+    # The tiny settings go over the shared sections and var-tiny's own overrides (its other overrides, e.g.
+    # student.timesteps, stay); vqvae exists only per teacher.
+    params = _merge(params, {section: value for section, value in VAR_TINY.items() if section in params})
     params["overrides"]["var-tiny"] = _merge(params["overrides"]["var-tiny"], VAR_TINY)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     _run(["git", "init", "-q"], tmp_path)
