@@ -125,7 +125,7 @@ class PairsConfig:
 class StudentConfig:
     timesteps: tuple[int, ...] = (0, 32)   # training timesteps in tokens already data: all-noise + one intermediate
     steps: int = 1                          # sampling steps: 1 (t=0) or 2 (t=0 then the largest timestep)
-    target_width: float = 0.5               # soft targets over neighbouring codes, in median nearest-code
+    target_width: float = 0.3               # soft targets over neighbouring codes, in median nearest-code
                                             # distances (dd/student.py); 0 = one-hot cross-entropy
     train: TrainConfig = TrainConfig()
 
