@@ -16,10 +16,17 @@ from dd.checkpoint import load_json, load_state_dict
 from dd.data import ImageSet
 from dd.evaluation import ClassifierConfig, FeatureClassifier
 from dd.models.llamagen import GPT
+from dd.models.var import VAR
+from dd.models.var_vqvae import PRESETS as VQVAE_PRESETS
 from dd.student import DDStudent
 from dd.teachers import load_teacher, preset_config
 from dd.tokenizer import PatchTokenizer
+from dd.var_student import VARStudent
+from dd.var_tokenizer import MultiScaleTokenizer
 from dd.vq_tokenizer import SIDECAR as VQ_SIDECAR, VQTokenizer
+
+# Every tokenizer has encode, decode, codebook (V, d), num_tokens and codebook_size.
+Tokenizer = PatchTokenizer | VQTokenizer | MultiScaleTokenizer
 
 
 @dataclass(frozen=True)
@@ -66,11 +73,14 @@ def tokenizer_weights(layout: Layout) -> Path:
     return layout.tokenizer_dir / (load_json(sidecar)["weights"] if sidecar.exists() else "tokenizer.pt")
 
 
-def load_tokenizer(layout: Layout, device: torch.device | str = "cpu") -> PatchTokenizer | VQTokenizer:
-    """The k-means tokenizer fitted here, or (a tokenizer.json beside it) a downloaded published VQ, whose
-    encoder and decoder run on `device` (the k-means one is a table lookup: always on the CPU)."""
-    if (layout.tokenizer_dir / VQ_SIDECAR).exists():
-        return VQTokenizer.load(layout.tokenizer_dir, device)
+def load_tokenizer(layout: Layout, device: torch.device | str = "cpu") -> Tokenizer:
+    """The k-means tokenizer fitted here, or (a tokenizer.json beside it) a VQ autoencoder: LlamaGen's published
+    VQ, or VAR's multi-scale VQVAE, published or trained here. Autoencoders run on `device` (the k-means one is
+    a table lookup: always on the CPU)."""
+    sidecar = layout.tokenizer_dir / VQ_SIDECAR
+    if sidecar.exists():
+        multi_scale = load_json(sidecar)["preset"] in VQVAE_PRESETS
+        return (MultiScaleTokenizer if multi_scale else VQTokenizer).load(layout.tokenizer_dir, device)
     path = layout.tokenizer_dir / "tokenizer.pt"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `dd tokenizer {layout.teacher}` first")
@@ -89,17 +99,16 @@ def teacher_classes(layout: Layout) -> int:
     return preset_config(load_json(layout.teacher_dir / "model.json")["preset"]).num_classes
 
 
-def load_frozen_teacher(layout: Layout, device: torch.device | str = "cpu"):
-    teacher = load_teacher(layout.teacher_dir).to(device)
-    if not isinstance(teacher, GPT):
-        raise NotImplementedError(f"{layout.teacher} is a next-scale (VAR) teacher: it downloads and loads, but DD's "
-                                  "pairs, student and sampling for next-scale teachers are not built yet")
-    return teacher
+def load_frozen_teacher(layout: Layout, device: torch.device | str = "cpu") -> GPT | VAR:
+    return load_teacher(layout.teacher_dir).to(device)
 
 
-def load_student(layout: Layout, teacher) -> DDStudent:
-    """The trained student, frozen, on the teacher's device."""
-    student = DDStudent(teacher, load_tokenizer(layout).codebook.shape[1])
+def load_student(layout: Layout, teacher: GPT | VAR) -> DDStudent | VARStudent:
+    """The trained student of the teacher's family, frozen, on the teacher's device."""
+    if isinstance(teacher, VAR):
+        student = VARStudent(teacher.config)
+    else:
+        student = DDStudent(teacher, load_tokenizer(layout).codebook.shape[1])
     student.load_state_dict(load_state_dict(layout.student_dir / "model.pt"), strict=True)
     return student.to(next(teacher.parameters()).device).eval().requires_grad_(False)
 

@@ -118,18 +118,23 @@ def report(params: Params = Path("params.yaml")):
                    f"latency on CPU, {latency['threads']} threads, batch {table['protocol']['latency_batch_size']})\n")
         typer.echo("| method | steps | FID | FID / teacher | fid_to_teacher | precision | recall | class acc. | ms / image | speed-up |")
         typer.echo("|---|---|---|---|---|---|---|---|---|---|")
-        for method in [m for m in ("teacher", "dd", "skip", "onestep", "reconstruction") if m in table]:
+        for method in [m for m in REPORTED if m in table]:
             row = table[method]
             timing = (f"{1000 * row['seconds_per_image']:.2f} | {row['speedup']:.1f}x" if "speedup" in row else "- | -")
             cells = [_cell(row.get(key)) for key in ("precision", "recall", "class_accuracy")]  # null under Inception
             typer.echo(f"| {method} | {row['steps']} | {row['fid']:.2f} | {row['fid'] / table['teacher']['fid']:.2f} | "
                        f"{row['fid_to_teacher']:.2f} | {' | '.join(cells)} | {timing} |")
-        typer.echo("\n| batch | " + " | ".join(f"{m} ms/img" for m in ("teacher", "dd", "skip", "onestep")) + " | dd speed-up |")
-        typer.echo("|---|---|---|---|---|---|")
+        timed = [m for m in REPORTED if m in latency[f"batch_{config.latency.batch_sizes[0]}"]]
+        typer.echo("\n| batch | " + " | ".join(f"{m} ms/img" for m in timed) + " | dd speed-up |")
+        typer.echo("|---" * (len(timed) + 2) + "|")
         for batch_size in config.latency.batch_sizes:
             row = latency[f"batch_{batch_size}"]
             typer.echo(f"| {batch_size} | " + " | ".join(f"{1000 * row[m]['seconds_per_image']:.3f}"
-                       for m in ("teacher", "dd", "skip", "onestep")) + f" | {row['dd']['speedup']:.1f}x |")
+                       for m in timed) + f" | {row['dd']['speedup']:.1f}x |")
+
+
+# The methods of the report's rows, in order; each teacher family has some of them (skip: raster; skip-k: VAR).
+REPORTED = ("teacher", "dd", "skip", "skip-1", "skip-2", "onestep", "reconstruction")
 
 
 def _cell(value: float | None) -> str:

@@ -77,6 +77,18 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class VQVAETrainingConfig:
+    """The tokenizer of a next-scale (VAR) teacher trained here (tokenizer.source: train): VAR's multi-scale
+    VQVAE with L2 reconstruction + commitment + codebook losses (dd/var_tokenizer.py). Raster teachers fit the
+    k-means tokenizer (`tokenizer`) instead and never read this section, so it is set per teacher only, under
+    overrides.<teacher>.vqvae (`resolve` refuses it at the top of the file)."""
+    preset: str = "vae-tiny"          # a dd/models/var_vqvae.py preset whose codebook and scales fit the teacher
+    commitment: float = 0.25          # beta, the weight of the commitment loss (VAR's value)
+    seed: int = 0                     # initial weights (train.seed draws the batches)
+    train: TrainConfig = TrainConfig()
+
+
+@dataclass(frozen=True)
 class TeacherConfig:
     source: str = "train"             # "train": the pipeline trains it; "download": a published checkpoint
     url: str = ""                     # download: "" takes the preset's published URL (dd/presets.py)
@@ -151,6 +163,7 @@ class Config:
     data: DataConfig = DataConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
+    vqvae: VQVAETrainingConfig = VQVAETrainingConfig()
     teacher: TeacherConfig = TeacherConfig()
     recipe: RecipeConfig = RecipeConfig()
     flow: FlowConfig = FlowConfig()
@@ -243,6 +256,11 @@ def resolve(data: dict, teacher: str | None = None) -> Config:
     if not isinstance(overrides, dict) or not all(isinstance(v, dict) or v is None for v in overrides.values()):
         raise ConfigError("params key 'overrides' must map a teacher to sections, e.g. "
                           "overrides: {llamagen-b: {recipe: {cfg_scale: 3.0}}}")
+    if "vqvae" in data:
+        # Only next-scale teachers read it, and dvc.yaml tracks it through overrides.<teacher> alone: at the top,
+        # a change would rerun (or, untracked, silently not rerun) every teacher's tokenizer stage.
+        raise ConfigError("params key 'vqvae' is per teacher: set it under overrides.<teacher>.vqvae, e.g. "
+                          "overrides: {var-tiny: {vqvae: {train: {train_steps: 250}}}}")
     if teacher is None:
         return config_from_dict(data)
     own = overrides.get(teacher) or {}

@@ -2,9 +2,10 @@
 
 Pair i is (noise_i, tokens_i, label_i): noise_i ~ N(0, I) of shape (L, d) from the per-sample generator
 (seed, i), label_i = i % num_classes, and tokens_i the deterministic image of noise_i under the sequence map:
-the teacher's raster loop in which each token is the flow map of its own noise under the teacher's recipe
-distribution given the tokens before it. Pair i depends only on (params, i), never on the batch it was
-computed in, so shards can be split across processes (torchrun) without changing a byte.
+the teacher's loop in which each token is the flow map of its own noise under the teacher's recipe
+distribution given the tokens before it (`sequence_map`, raster order) or given the coarser scales
+(`scale_sequence_map`, next scale). Pair i depends only on (params, i), never on the batch it was computed in,
+so shards can be split across processes (torchrun) without changing a byte.
 
 On disk: webdataset tars of `shard_size` pairs (members KEY.noise.npy float32 (L, d), KEY.tokens.npy int16
 (L,), KEY.cls), written to a temporary name and renamed when complete, plus manifest.json (counts, sha256 of
@@ -17,6 +18,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -37,6 +39,9 @@ from dd.var_teacher import generate_var
 
 MANIFEST = "manifest.json"
 
+# pair_map(labels (B,), noise (B, L, d)) -> tokens (B, L): a sequence map bound to its teacher, on its device
+PairMap = Callable[[Tensor, Tensor], Tensor]
+
 
 class CorruptPairsError(RuntimeError):
     """Pair shards that are missing, incomplete or altered; the message says which and how to regenerate."""
@@ -52,14 +57,16 @@ def sequence_map(teacher: GPT, recipe: RecipeConfig, codebook: Tensor, flow: Flo
 
 
 @torch.inference_mode()
-def scale_sequence_map(teacher: VAR, vqvae: MultiScaleVQVAE, recipe: RecipeConfig, flow: FlowConfig, labels: Tensor,
-                       noise: Tensor) -> Tensor:
+def scale_sequence_map(teacher: VAR, vqvae: MultiScaleVQVAE, codebook: Tensor, recipe: RecipeConfig, flow: FlowConfig,
+                       labels: Tensor, noise: Tensor) -> Tensor:
     """The next-scale version (method.md section 3): noise (B, L, E) -> tokens (B, L), scales coarse to fine.
 
     At each scale every token is the flow map of its own noise under the teacher's distribution for it given
-    the coarser scales (VAR's tokens of one scale are independent given those).
+    the coarser scales (VAR's tokens of one scale are independent given those). codebook (V, E): the code
+    vectors the flow map works in (the tokenizer's `codebook`, dd/var_tokenizer.py); the VQVAE itself builds
+    the teacher's next-scale inputs from its own codes.
     """
-    slices, codebook = teacher.config.scale_slices, vqvae.codebook.float()
+    slices, codebook = teacher.config.scale_slices, codebook.float()
 
     def choose(probs: Tensor, k: int) -> Tensor:                      # probs (B*P, V) of scale k
         start, stop = slices[k]
@@ -72,15 +79,14 @@ def shard_name(shard: int) -> str:
     return f"pairs-{shard:05d}.tar"
 
 
-def write_pairs(teacher: GPT, codebook: Tensor, recipe: RecipeConfig, flow: FlowConfig, config: PairsConfig,
-                out_dir: Path, fingerprint: str, progress: bool = True) -> dict:
-    """Generate every missing shard of this process (shards are dealt round-robin over torchrun ranks)."""
+def write_pairs(pair_map: PairMap, num_tokens: int, code_dim: int, num_classes: int, config: PairsConfig,
+                out_dir: Path, fingerprint: str, progress: bool = True, device: torch.device | str = "cpu") -> dict:
+    """Generate every missing shard of this process (shards are dealt round-robin over torchrun ranks).
+
+    pair_map runs on `device`; noise (num_tokens, code_dim) per pair is drawn on the CPU and moved there."""
     out_dir = Path(out_dir)
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     _claim(out_dir, fingerprint, rank)
-    num_classes, (num_tokens, code_dim) = teacher.config.num_classes, (teacher.config.num_image_tokens, codebook.shape[1])
-    device = next(teacher.parameters()).device
-    codebook = codebook.to(device)
     num_shards = -(-config.num_pairs // config.shard_size)
     mine = [s for s in range(num_shards) if s % world_size == rank and not (out_dir / shard_name(s)).exists()]
 
@@ -93,7 +99,7 @@ def write_pairs(teacher: GPT, codebook: Tensor, recipe: RecipeConfig, flow: Flow
                 batch = range(start, min(start + config.batch_size, indices.stop))
                 labels = balanced_labels(batch, num_classes)
                 noise = per_sample_noise(config.seed, batch, num_tokens, code_dim)
-                tokens = sequence_map(teacher, recipe, codebook, flow, labels.to(device), noise.to(device)).cpu()
+                tokens = pair_map(labels.to(device), noise.to(device)).cpu()
                 samples += [{"__key__": f"{i:09d}", "noise.npy": noise[b].numpy(),
                              "tokens.npy": tokens[b].numpy().astype(np.int16), "cls": int(labels[b])}
                             for b, i in enumerate(batch)]

@@ -38,6 +38,13 @@ def preset_config(preset: str):
     raise ValueError(f"unknown teacher preset '{preset}'; available: {', '.join(sorted([*PRESETS, *VAR_PRESETS]))}")
 
 
+def family(preset: str) -> str:
+    """A teacher preset's family: "llamagen" (raster order, a token per step) or "var" (next scale, a scale per
+    step). Stages dispatch on it to the few functions that differ between the two."""
+    preset_config(preset)                 # an unknown preset is an error, not a family
+    return "llamagen" if preset in PRESETS else "var"
+
+
 def build_model(preset: str) -> GPT | VAR:
     """A teacher preset with fresh weights."""
     config = preset_config(preset)

@@ -126,9 +126,11 @@ def _code_vectors(centroids: Tensor, code_dim: int) -> Tensor:
     return (projected / projected.var(0).mean().sqrt()).float()
 
 
-def tokenizer_metrics(tokenizer: PatchTokenizer, images: np.ndarray) -> dict:
-    """Reconstruction error and codebook usage on a held-out image set."""
-    tokens = tokenizer.encode(images)
+def tokenizer_metrics(tokenizer: PatchTokenizer, images: np.ndarray, tokens: torch.Tensor | None = None) -> dict:
+    """Reconstruction error and codebook usage on a held-out image set (tokens: its encoding, when already made).
+
+    Any tokenizer with encode, decode and codebook_size will do (dd/var_tokenizer.py's too)."""
+    tokens = tokenizer.encode(images) if tokens is None else tokens
     reconstructions = tokenizer.decode(tokens)
     error = (reconstructions.astype(np.float64) - images.astype(np.float64)) / 255.0
     counts = torch.bincount(tokens.flatten(), minlength=tokenizer.codebook_size).double()

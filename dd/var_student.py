@@ -29,8 +29,9 @@ block computes on the same hidden states; every other weight is a copy of the te
 Choices the paper leaves open (ours): the start token's kind (none) and its level/position terms (the
 teacher's scale-0 ones); each image token's level/position terms are the teacher's for that token, so the
 student's extra scale shifts nothing in the learned tables; the loss is cross-entropy at the positions still
-noise (as dd.student: the target is a deterministic function of (class, noise), so argmax is the sampler);
-the paper's second, continuous head is not built here.
+noise (as dd.student: the target is a deterministic function of (class, noise), so argmax is the sampler),
+against the one-hot token or dd.student's soft target over neighbouring codes; the paper's second, continuous
+head is not built here.
 
 Dimensions: B batch, L image tokens (all scales), S = first_len + L student positions, C model width,
 V codebook size, E code dim (Cvae), K scales.
@@ -181,20 +182,26 @@ class VARStudent(nn.Module):
         return self.forward(labels, inputs, timestep).argmax(-1)
 
 
-def noise_position_loss(logits: Tensor, tokens: Tensor, timesteps: int | Tensor, config: VARConfig) -> Tensor:
-    """Mean cross-entropy of logits (B, L, V) against tokens (B, L) over the positions still noise."""
+def noise_position_loss(logits: Tensor, tokens: Tensor, timesteps: int | Tensor, config: VARConfig,
+                        targets: Tensor | None = None) -> Tensor:
+    """Mean cross-entropy of logits (B, L, V) over the positions still noise, against the one-hot tokens (B, L)
+    or, given `targets` (V, V) from dd.student.soft_targets, against each token's soft target row."""
     is_noise = ~data_mask(config, timesteps, tokens.device)                             # (1 or B, L)
     is_noise = is_noise.expand_as(tokens).float()                                       # (B, L)
-    per_token = F.cross_entropy(logits.transpose(1, 2).float(), tokens, reduction="none")  # (B, L)
+    if targets is None:
+        per_token = F.cross_entropy(logits.transpose(1, 2).float(), tokens, reduction="none")  # (B, L)
+    else:
+        per_token = -(targets[tokens] * logits.float().log_softmax(-1)).sum(-1)                 # (B, L)
     return (per_token * is_noise).sum() / is_noise.sum()
 
 
 def student_loss(student: VARStudent, labels: Tensor, noise: Tensor, tokens: Tensor, codebook: Tensor,
-                 timesteps: int | Tensor) -> Tensor:
-    """Cross-entropy at the positions still noise (scales >= t) at each sample's timestep (int or (B,))."""
+                 timesteps: int | Tensor, targets: Tensor | None = None) -> Tensor:
+    """Cross-entropy at the positions still noise (scales >= t) at each sample's timestep (int or (B,)), against
+    one-hot tokens or the soft targets (V, V) of dd.student (the same loss as the raster student's)."""
     config = student.config
     logits = student(labels, student_inputs(tokens, noise, codebook, timesteps, config), timesteps)  # (B, L, V)
-    return noise_position_loss(logits, tokens, timesteps, config)
+    return noise_position_loss(logits, tokens, timesteps, config, targets)
 
 
 @torch.inference_mode()

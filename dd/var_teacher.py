@@ -31,6 +31,9 @@ from dd.teachers import apply_recipe
 # choose(probs (B*P, V), scale_index) -> tokens (B*P,)
 ScaleChooser = Callable[[Tensor, int], Tensor]
 
+# The skip baselines reported for VAR teachers, in scales skipped at the end (the paper's VAR-skip-1 and -2).
+SKIP_SCALES = (1, 2)
+
 
 def guided_probs(logits: Tensor, recipe: RecipeConfig, scale_index: int, num_scales: int) -> Tensor:
     """Scale logits (2B, P, V) (conditional rows first, then null-class rows) -> probs (B*P, V) after the recipe.
@@ -47,20 +50,22 @@ def guided_probs(logits: Tensor, recipe: RecipeConfig, scale_index: int, num_sca
 
 
 def generate_var(model: VAR, vqvae: MultiScaleVQVAE, labels: Tensor, recipe: RecipeConfig,
-                 choose: ScaleChooser) -> list[Tensor]:
-    """VAR's next-scale loop with a static KV cache: one LongTensor (B, P_k) of tokens per scale k."""
+                 choose: ScaleChooser, num_scales: int | None = None) -> list[Tensor]:
+    """VAR's next-scale loop with a static KV cache: one LongTensor (B, P_k) of tokens per scale k, for the first
+    num_scales scales (all K by default)."""
     config = model.config
+    num_scales = config.num_scales if num_scales is None else num_scales
     use_cfg = recipe.cfg_scale != 1.0
     rows = torch.cat([labels, torch.full_like(labels, config.num_classes)]) if use_cfg else labels   # (2B,) or (B,)
     cache = VARKVCache.allocate(config, len(rows), next(model.parameters()).dtype, labels.device)
     f_hat, scale_input, tokens = None, None, []
-    for k in range(config.num_scales):
+    for k in range(num_scales):
         logits = model.step(k, rows, scale_input, cache)                            # (rows, P, V)
         probs = guided_probs(logits, recipe, k, config.num_scales)                 # (B*P, V)
         chosen = choose(probs, k).view(len(labels), -1)                             # (B, P)
         tokens.append(chosen)
         f_hat, next_input = vqvae.fhat_step(k, f_hat, chosen)                       # next_input (B, P', E)
-        if next_input is not None:
+        if next_input is not None and k + 1 < num_scales:
             scale_input = torch.cat([next_input, next_input]) if use_cfg else next_input
             scale_input = scale_input.to(cache.k.dtype)
     return tokens
@@ -68,9 +73,19 @@ def generate_var(model: VAR, vqvae: MultiScaleVQVAE, labels: Tensor, recipe: Rec
 
 @torch.inference_mode()
 def sample_var_teacher(model: VAR, vqvae: MultiScaleVQVAE, recipe: RecipeConfig, labels: Tensor,
-                       noise: Tensor) -> list[Tensor]:
-    """The teacher's own sampling: token i drawn by inverse CDF with u_i = Phi(noise[:, i, 0]); noise (B, L, E)."""
+                       noise: Tensor, num_scales: int | None = None) -> list[Tensor]:
+    """The teacher's own sampling: token i drawn by inverse CDF with u_i = Phi(noise[:, i, 0]); noise (B, L, E).
+    One LongTensor (B, P_k) per scale, for the first num_scales scales (all K by default)."""
     uniforms = token_uniforms(noise)                                                 # (B, L)
     slices = model.config.scale_slices
     return generate_var(model, vqvae, labels, recipe,
-                        lambda probs, k: inverse_cdf(probs, uniforms[:, slices[k][0]:slices[k][1]].flatten()))
+                        lambda probs, k: inverse_cdf(probs, uniforms[:, slices[k][0]:slices[k][1]].flatten()),
+                        num_scales)
+
+
+def sample_var_scales(model: VAR, vqvae: MultiScaleVQVAE, recipe: RecipeConfig, num_scales: int, labels: Tensor,
+                      noise: Tensor) -> Tensor:
+    """sample_var_teacher's tokens flattened to (B, L_k), L_k the tokens of the first num_scales scales: with all K
+    scales the teacher's samples; with K - k the skip-k baseline (method.md section 6), a teacher that stops
+    before its last k scales, whose images are decoded from the partial reconstruction f_hat it has."""
+    return torch.cat(sample_var_teacher(model, vqvae, recipe, labels, noise, num_scales), dim=1)

@@ -7,8 +7,8 @@ L2-normalised codes its decoder reads); `num_tokens` and `codebook_size`; `encod
 images (N, H, W, C) and raster-order tokens (N, L).
 
 The tokenizer stage (source: download) fetches the weights and writes tokenizer.json naming them; `load`
-rebuilds the model from it. Next-scale (VAR) VQVAEs are fetched and verified the same way, but their
-multi-scale tokens do not fit this raster interface, so loading one says so.
+rebuilds the model from it. Next-scale (VAR) VQVAEs are fetched and verified the same way and sit behind the
+same interface in dd/var_tokenizer.py (MultiScaleTokenizer), which loads them.
 """
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ class VQTokenizer:
         meta = load_json(folder / SIDECAR)
         model = build_tokenizer_model(meta["preset"])
         if not isinstance(model, VQModel):
-            raise NotImplementedError(f"{folder} holds a next-scale VQVAE ({meta['preset']}): it downloads and "
-                                      "loads, but DD for next-scale teachers is not built yet")
+            raise ValueError(f"{folder} holds a next-scale VQVAE ({meta['preset']}): load it with "
+                             "dd.var_tokenizer.MultiScaleTokenizer (dd.artifacts.load_tokenizer picks it)")
         model.load_state_dict(load_state_dict(folder / meta["weights"]), strict=True)
         return cls(model.to(device), meta["grid_size"])
 

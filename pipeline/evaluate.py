@@ -21,6 +21,8 @@ from dd.artifacts import Layout, compute_device, load_classifier, load_images, l
 from dd.checkpoint import load_json, save_json
 from dd.config import Config
 from dd.evaluation import image_metrics, plot_fid_vs_latency, precision_recall, predict, save_grid
+from dd.teachers import family, preset_config
+from dd.var_teacher import SKIP_SCALES
 
 # Measures one method's samples ({"images", "labels", ...}) into its eval.json row.
 Measure = Callable[[dict], dict]
@@ -82,6 +84,23 @@ def inception_measure(config: Config, layout: Layout) -> tuple[Measure, dict]:
 
 
 EXTRACTORS = {"classifier": classifier_measure, "inception": inception_measure}
+
+
+def _raster_steps(config: Config, layout: Layout) -> dict:
+    """Sequential model steps of each method of a raster teacher (the skip baseline's last step is parallel)."""
+    num_tokens = load_samples(layout.samples_dir / "teacher.npz")["tokens"].shape[1]
+    return {"teacher": num_tokens, "dd": config.student.steps, "onestep": 1,
+            "skip": num_tokens - config.sample.skip_tokens + 1, "reconstruction": 0}
+
+
+def _next_scale_steps(config: Config, layout: Layout) -> dict:
+    """Sequential model steps of each method of a next-scale teacher: one per scale it generates."""
+    num_scales = preset_config(layout.teacher).num_scales
+    return {"teacher": num_scales, "dd": config.student.steps, "onestep": 1,
+            **{f"skip-{k}": num_scales - k for k in SKIP_SCALES}, "reconstruction": 0}
+
+
+STEPS = {"llamagen": _raster_steps, "var": _next_scale_steps}
 # What the progress line shows, where a row has it (null under Inception: class accuracy, and precision/recall
 # against an .npz reference).
 PRINTED = (("FID", "fid", "7.2f"), ("to teacher", "fid_to_teacher", "7.2f"), ("IS", "inception_score", "6.2f"),
@@ -92,9 +111,7 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     measure, protocol = EXTRACTORS[config.evaluate.extractor](config, layout)
     timings = load_json(layout.metrics_dir / "latency.json")
     latency = timings[f"batch_{config.evaluate.latency_batch_size}"]
-    num_tokens = load_samples(layout.samples_dir / "teacher.npz")["tokens"].shape[1]
-    steps = {"teacher": num_tokens, "dd": config.student.steps, "onestep": 1,
-             "skip": num_tokens - config.sample.skip_tokens + 1, "reconstruction": 0}
+    steps = STEPS[family(layout.teacher)](config, layout)
     paths = {method: layout.samples_dir / f"{method}.npz" for method in steps}
     paths["dd"] = layout.dd_samples_dir / "dd.npz"
     # The floor row: the local test split through a tokenizer fitted on it. A published teacher's tokenizer
@@ -116,7 +133,7 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
                          "latency_batch_size": config.evaluate.latency_batch_size}
     save_json(layout.metrics_dir / "eval.json", table)
     fid = "Inception FID" if config.evaluate.extractor == "inception" else "FID"
-    plot_fid_vs_latency([{"method": m, **table[m]} for m in ("teacher", "dd", "onestep", "skip")],
+    plot_fid_vs_latency([{"method": m, **table[m]} for m in steps if m != "reconstruction"],
                         layout.metrics_dir / "fid_vs_latency.png", f"{layout.teacher}: {fid} vs latency "
                         f"(batch {config.evaluate.latency_batch_size}, {timings.get('device', 'cpu').upper()})",
                         f"{fid} ({protocol['feature_extractor']})")

@@ -1,20 +1,36 @@
 """Stage `pairs`: the DD pair dataset, (noise, tokens, class) from the teacher's flow map, as webdataset shards."""
+import functools
 import time
 
 from dd.artifacts import Layout, compute_device, load_frozen_teacher, load_tokenizer, teacher_weights, tokenizer_weights
 from dd.checkpoint import file_sha256, save_json
 from dd.config import Config, fingerprint
-from dd.pairs import write_pairs
+from dd.pairs import PairMap, scale_sequence_map, sequence_map, write_pairs
+from dd.teachers import family
+
+
+def _raster_map(config: Config, teacher, tokenizer) -> PairMap:
+    """LlamaGen: token by token, each the flow map of its noise given the tokens before it."""
+    codebook = tokenizer.codebook.to(next(teacher.parameters()).device)
+    return functools.partial(sequence_map, teacher, config.recipe, codebook, config.flow)
+
+
+def _next_scale_map(config: Config, teacher, tokenizer) -> PairMap:
+    """VAR: scale by scale, each token the flow map of its noise given the coarser scales."""
+    codebook = tokenizer.codebook.to(next(teacher.parameters()).device)
+    return functools.partial(scale_sequence_map, teacher, tokenizer.model, codebook, config.recipe, config.flow)
 
 
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
-    teacher, tokenizer = load_frozen_teacher(layout, compute_device()), load_tokenizer(layout)
+    device = compute_device()
+    teacher, tokenizer = load_frozen_teacher(layout, device), load_tokenizer(layout, device)
+    pair_map = {"llamagen": _raster_map, "var": _next_scale_map}[family(layout.teacher)](config, teacher, tokenizer)
     # Shards kept from an earlier run must come from the same teacher, codebook and params.
     run_fingerprint = fingerprint(config.recipe, config.flow, config.pairs, file_sha256(teacher_weights(layout)),
                                   file_sha256(tokenizer_weights(layout)))
     started = time.time()
-    manifest = write_pairs(teacher, tokenizer.codebook, config.recipe, config.flow, config.pairs, layout.pairs_dir,
-                           run_fingerprint, progress)
+    manifest = write_pairs(pair_map, tokenizer.num_tokens, tokenizer.codebook.shape[1], teacher.config.num_classes,
+                           config.pairs, layout.pairs_dir, run_fingerprint, progress, device)
     metrics = {"num_pairs": manifest["num_pairs"], "num_shards": len(manifest["shards"]),
                "seconds_this_run": round(time.time() - started, 1)}
     save_json(layout.metrics_dir / "pairs.json", metrics)

@@ -2,6 +2,11 @@
 
 The DD student samples in its own stage (sample_dd), so changing student.steps reruns only that, the
 latency benchmark and the evaluation.
+
+The skip baselines differ by family: a raster (LlamaGen) teacher stops sample.skip_tokens tokens early and
+draws the rest from the per-position marginals in one parallel step (`skip`); a next-scale (VAR) teacher stops
+before its last 1 or 2 scales and its image is decoded from the partial reconstruction it has (`skip-1`,
+`skip-2`, dd/var_teacher.py SKIP_SCALES).
 """
 import functools
 
@@ -13,6 +18,23 @@ from dd.checkpoint import atomic_destination
 from dd.config import Config
 from dd.pairs import read_pairs
 from dd.sampling import TokenMarginals, run_sampler, sample_onestep, sample_skip, sample_teacher
+from dd.teachers import family
+from dd.var_teacher import SKIP_SCALES, sample_var_scales
+
+
+def _raster_samplers(config: Config, teacher, tokenizer, marginals: TokenMarginals) -> dict:
+    return {
+        "teacher": functools.partial(sample_teacher, teacher, config.recipe),
+        "onestep": functools.partial(sample_onestep, marginals),
+        "skip": functools.partial(sample_skip, teacher, config.recipe, marginals, config.sample.skip_tokens),
+    }
+
+
+def _next_scale_samplers(config: Config, teacher, tokenizer, marginals: TokenMarginals) -> dict:
+    num_scales = teacher.config.num_scales
+    sampler = functools.partial(sample_var_scales, teacher, tokenizer.model, config.recipe)
+    return {"teacher": functools.partial(sampler, num_scales), "onestep": functools.partial(sample_onestep, marginals),
+            **{f"skip-{k}": functools.partial(sampler, num_scales - k) for k in SKIP_SCALES}}
 
 
 def baseline_samplers(config: Config, layout: Layout, pair_tokens: torch.Tensor, pair_labels: torch.Tensor) -> dict:
@@ -21,14 +43,11 @@ def baseline_samplers(config: Config, layout: Layout, pair_tokens: torch.Tensor,
     The baselines' per-position marginals are estimated from the pairs' tokens: the teacher's own samples.
     """
     device = compute_device()
-    teacher, tokenizer = load_frozen_teacher(layout, device), load_tokenizer(layout)
+    teacher, tokenizer = load_frozen_teacher(layout, device), load_tokenizer(layout, device)
     marginals = TokenMarginals.from_samples(pair_tokens, pair_labels, teacher.config.num_classes,
                                             tokenizer.codebook_size).to(device)
-    return {
-        "teacher": functools.partial(sample_teacher, teacher, config.recipe),
-        "onestep": functools.partial(sample_onestep, marginals),
-        "skip": functools.partial(sample_skip, teacher, config.recipe, marginals, config.sample.skip_tokens),
-    }
+    samplers = {"llamagen": _raster_samplers, "var": _next_scale_samplers}[family(layout.teacher)]
+    return samplers(config, teacher, tokenizer, marginals)
 
 
 def save_samples(path, tokens: torch.Tensor, labels: torch.Tensor, images: np.ndarray) -> None:

@@ -4,14 +4,21 @@ import functools
 from dd.artifacts import Layout, compute_device, load_frozen_teacher, load_student, load_tokenizer, teacher_classes
 from dd.config import Config
 from dd.sampling import run_sampler, sample_dd
+from dd.teachers import family
+from dd.var_student import sample_var_dd
 from pipeline.sample import save_samples
+
+# Per family, with one signature: (student, codebook, steps, intermediate timestep, labels, noise) -> tokens;
+# the intermediate timestep counts tokens (raster) or scales (next scale).
+DD_SAMPLERS = {"llamagen": sample_dd, "var": sample_var_dd}
 
 
 def dd_sampler(config: Config, layout: Layout):
     tokenizer, device = load_tokenizer(layout), compute_device()
     student = load_student(layout, load_frozen_teacher(layout, device))
     intermediate = max(config.student.timesteps)   # the second step starts from the largest trained timestep
-    return functools.partial(sample_dd, student, tokenizer.codebook.to(device), config.student.steps, intermediate)
+    return functools.partial(DD_SAMPLERS[family(layout.teacher)], student, tokenizer.codebook.to(device),
+                             config.student.steps, intermediate)
 
 
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:

@@ -1,16 +1,25 @@
 """Stage `teacher`: the frozen AR teacher, trained here on the tokenized train split (teacher.source: train)
-or fetched as published (teacher.source: download; dd/presets.py has the URLs)."""
+or fetched as published (teacher.source: download; dd/presets.py has the URLs).
+
+Training is teacher forcing with cross-entropy over every image token; only the model's inputs differ by
+family: a raster (LlamaGen) teacher reads the tokens themselves, a next-scale (VAR) teacher the VQVAE's
+area-downsampled running reconstructions of the coarser scales (block-causal attention over the scales)."""
 import dataclasses
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from dd.artifacts import Layout, load_images, load_tokenizer
 from dd.checkpoint import atomic_write, fetch_published, save_json, save_weights
 from dd.config import Config, fingerprint
 from dd.presets import published
-from dd.teachers import build_model
+from dd.teachers import build_model, family
 from dd.training import train
+
+# forward(model, labels (B,), tokens (B, L)) -> teacher-forcing logits (B, L, V)
+TeacherForcing = Callable[[torch.nn.Module, Tensor, Tensor], Tensor]
 
 
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
@@ -30,28 +39,41 @@ def download(config: Config, layout: Layout, progress: bool = True) -> dict:
     return metrics
 
 
+def _raster_forcing(model, tokenizer) -> tuple[int, TeacherForcing]:
+    """LlamaGen: input i is token i - 1 (the class token first). Returns (tokens the model reads, forward)."""
+    return model.config.num_image_tokens, lambda model, labels, tokens: model(labels, tokens)
+
+
+def _next_scale_forcing(model, tokenizer) -> tuple[int, TeacherForcing]:
+    """VAR: scale k's inputs are the VQVAE's f_hat through scale k - 1, resampled to scale k's grid."""
+    return model.config.num_tokens, lambda model, labels, tokens: model(labels, tokenizer.next_scale_inputs(tokens))
+
+
 def train_here(config: Config, layout: Layout, progress: bool = True) -> dict:
     tokenizer = load_tokenizer(layout)
     train_set, test_set = load_images(layout, "train"), load_images(layout, "test")
     tokens, labels = tokenizer.encode(train_set.images), torch.from_numpy(train_set.labels)
     model = build_model(layout.teacher)
-    if (model.config.vocab_size, model.config.num_image_tokens) != (tokenizer.codebook_size, tokenizer.num_tokens):
-        raise ValueError(f"preset {layout.teacher} expects {model.config.vocab_size} codes x "
-                         f"{model.config.num_image_tokens} tokens; the tokenizer makes {tokenizer.codebook_size} x "
-                         f"{tokenizer.num_tokens}: match tokenizer.codebook_size / patch_size to the preset")
+    forcing = {"llamagen": _raster_forcing, "var": _next_scale_forcing}[family(layout.teacher)]
+    num_tokens, forward = forcing(model, tokenizer)
+    if (model.config.vocab_size, num_tokens) != (tokenizer.codebook_size, tokenizer.num_tokens):
+        raise ValueError(f"preset {layout.teacher} expects {model.config.vocab_size} codes x {num_tokens} tokens; "
+                         f"the tokenizer makes {tokenizer.codebook_size} x {tokenizer.num_tokens}: match the "
+                         "tokenizer's params (tokenizer.*, vqvae.preset) to the preset")
     null_class = model.config.num_classes
 
     def loss_fn(model, indices, generator):
         # Replace labels by the null class with probability class_dropout, for classifier-free guidance.
         dropped = torch.rand(len(indices), generator=generator) < config.teacher.class_dropout
         batch_labels = torch.where(dropped, null_class, labels[indices])
-        logits = model(batch_labels, tokens[indices])                                   # (B, L, V)
+        logits = forward(model, batch_labels, tokens[indices])                          # (B, L, V)
         return F.cross_entropy(logits.flatten(0, 1).float(), tokens[indices].flatten())
 
     run_fingerprint = fingerprint(config.tokenizer, config.teacher, config.data, layout.teacher)
     ema = train(model, loss_fn, len(tokens), config.teacher.train, layout.teacher_dir,
                 layout.metrics_dir / "teacher_log.jsonl", run_fingerprint, f"teacher {layout.teacher}", progress)
-    metrics = {"test_nll_per_token": _nll(ema, tokenizer.encode(test_set.images), torch.from_numpy(test_set.labels))}
+    test_tokens = tokenizer.encode(test_set.images)
+    metrics = {"test_nll_per_token": _nll(forward, ema, test_tokens, torch.from_numpy(test_set.labels))}
     save_weights(layout.teacher_dir / "model.pt", ema.state_dict(),
                  {"preset": layout.teacher, "config": dataclasses.asdict(model.config),
                   "train_steps": config.teacher.train.train_steps, **metrics})
@@ -60,9 +82,9 @@ def train_here(config: Config, layout: Layout, progress: bool = True) -> dict:
 
 
 @torch.inference_mode()
-def _nll(model, tokens, labels, batch_size: int = 500) -> float:
+def _nll(forward: TeacherForcing, model, tokens, labels, batch_size: int = 500) -> float:
     """Mean negative log-likelihood per token (nats) of held-out tokens under the (conditional) teacher."""
-    total = sum(F.cross_entropy(model(labels[i:i + batch_size], tokens[i:i + batch_size]).flatten(0, 1),
+    total = sum(F.cross_entropy(forward(model, labels[i:i + batch_size], tokens[i:i + batch_size]).flatten(0, 1),
                                 tokens[i:i + batch_size].flatten(), reduction="sum").item()
                 for i in range(0, len(tokens), batch_size))
     return total / tokens.numel()

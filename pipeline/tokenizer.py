@@ -1,26 +1,83 @@
-"""Stage `tokenizer`: one teacher's VQ tokenizer: k-means patches fitted on the train split (tokenizer.source:
-train, the embedded default), or the published VQ autoencoder of a published teacher (tokenizer.source:
-download; dd/presets.py has the URLs)."""
-from dd.artifacts import Layout, load_images
-from dd.checkpoint import fetch_published, save_json, save_torch
-from dd.config import Config
+"""Stage `tokenizer`: one teacher's VQ tokenizer, made here from the train split (tokenizer.source: train) or
+the published VQ autoencoder of a published teacher (tokenizer.source: download; dd/presets.py has the URLs).
+
+Made here, per teacher family: k-means patches for a raster (LlamaGen) teacher, the embedded default
+llamagen-tiny; VAR's multi-scale VQVAE, trained with the training loop (overrides.<teacher>.vqvae; rerun to
+resume), for a next-scale teacher such as var-tiny.
+"""
+import torch
+
+from dd.artifacts import Layout, compute_device, load_images
+from dd.checkpoint import fetch_published, save_json, save_torch, save_weights
+from dd.config import Config, fingerprint
+from dd.models.var_vqvae import PRESETS as VQVAE_PRESETS, MultiScaleVQVAE, VQVAEConfig
 from dd.presets import published
 from dd.progress import progress_bar
-from dd.teachers import preset_config
+from dd.teachers import family, preset_config
 from dd.tokenizer import fit_tokenizer, tokenizer_metrics
+from dd.training import train
+from dd.var_tokenizer import MultiScaleTokenizer, initialise_codebook, scale_usage, vqvae_loss
 from dd.vq_tokenizer import SIDECAR, build_tokenizer_model
 
 
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
-    return (download if config.tokenizer.source == "download" else fit)(config, layout, progress)
+    if config.tokenizer.source == "download":
+        return download(config, layout, progress)
+    return {"llamagen": fit, "var": train_vqvae}[family(layout.teacher)](config, layout, progress)
 
 
 def fit(config: Config, layout: Layout, progress: bool = True) -> dict:
+    """k-means patches (tokenizer.*), for a raster teacher."""
     train, test = load_images(layout, "train"), load_images(layout, "test")
+    (layout.tokenizer_dir / SIDECAR).unlink(missing_ok=True)          # a downloaded VQ's, which would load instead
     with progress_bar("tokenizer k-means", config.tokenizer.kmeans_iterations, enabled=progress) as advance:
         tokenizer = fit_tokenizer(train.images, config.tokenizer, progress=advance)
     save_torch(layout.tokenizer_dir / "tokenizer.pt", tokenizer.state_dict())
     metrics = tokenizer_metrics(tokenizer, test.images)
+    save_json(layout.metrics_dir / "tokenizer.json", metrics)
+    return metrics
+
+
+def _checked_vqvae_config(preset: str, teacher: str, image_shape: tuple[int, ...]) -> VQVAEConfig:
+    """vqvae.preset's architecture, if its codes and scales are the teacher's and it takes the data's images."""
+    if preset not in VQVAE_PRESETS:
+        raise ValueError(f"vqvae.preset {preset!r} is not a VQVAE preset: {', '.join(VQVAE_PRESETS)}")
+    vqvae_config = VQVAE_PRESETS[preset]
+    made, read = [(c.vocab_size, c.code_dim, c.patch_nums) for c in (vqvae_config, preset_config(teacher))]
+    if made != read:
+        raise ValueError(f"vqvae.preset {preset} makes (codes, code dim, scales) {made} but teacher {teacher} "
+                         f"reads {read}: name the VQVAE preset built for it")
+    if image_shape != (vqvae_config.image_size, vqvae_config.image_size, vqvae_config.in_channels):
+        raise ValueError(f"vqvae.preset {preset} takes {vqvae_config.image_size} px images with "
+                         f"{vqvae_config.in_channels} channels; the data stage made {image_shape}")
+    return vqvae_config
+
+
+def train_vqvae(config: Config, layout: Layout, progress: bool = True) -> dict:
+    """VAR's multi-scale VQVAE (vqvae.*), for a next-scale teacher; saved as a published one is (tokenizer.json)."""
+    train_set, test = load_images(layout, "train"), load_images(layout, "test")
+    preset = config.vqvae.preset
+    vqvae_config = _checked_vqvae_config(preset, layout.teacher, train_set.images.shape[1:])
+    (layout.tokenizer_dir / SIDECAR).unlink(missing_ok=True)          # until the new weights are saved
+    torch.manual_seed(config.vqvae.seed)
+    model = MultiScaleVQVAE(vqvae_config).to(compute_device())
+    images = torch.from_numpy(train_set.images)                        # (N, H, W, C) uint8
+    generator = torch.Generator().manual_seed(config.vqvae.seed)
+    initialise_codebook(model, images[torch.randperm(len(images), generator=generator)[:64]], generator)
+
+    def loss_fn(model, indices, generator):
+        return vqvae_loss(model, images[indices], config.vqvae.commitment)
+
+    run_fingerprint = fingerprint(config.vqvae, config.data, layout.teacher)
+    ema = train(model, loss_fn, len(images), config.vqvae.train, layout.tokenizer_dir,
+                layout.tokenizer_dir / "train_log.jsonl", run_fingerprint, f"tokenizer {layout.teacher}", progress)
+    tokenizer = MultiScaleTokenizer(ema)
+    test_tokens = tokenizer.encode(test.images)
+    metrics = {**tokenizer_metrics(tokenizer, test.images, test_tokens), **scale_usage(tokenizer, test_tokens)}
+    # tokenizer.json, written last beside the weights, is what load_tokenizer looks for (as for a published VQ).
+    save_weights(layout.tokenizer_dir / "tokenizer.pt", ema.state_dict(),
+                 {"source": "train", "preset": preset, "weights": "tokenizer.pt", "grid_size": None,
+                  "train_steps": config.vqvae.train.train_steps, **metrics})
     save_json(layout.metrics_dir / "tokenizer.json", metrics)
     return metrics
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 import json
 import statistics
@@ -39,7 +40,7 @@ from dd.presets import PUBLISHED
 from dd.models.llamagen import GPT, PRESETS
 from dd.models.var import VAR, PRESETS as VAR_PRESETS
 from dd.models.var_vqvae import MultiScaleVQVAE, PRESETS as VAE_PRESETS
-from dd.pairs import read_pairs, write_pairs
+from dd.pairs import read_pairs, sequence_map, write_pairs
 from dd.sampling import per_sample_noise, balanced_labels, sample_dd, sample_teacher
 from dd.student import DDStudent, student_loss
 from dd.training import train
@@ -135,8 +136,10 @@ def smoke(device, num_pairs: int, student_steps: int) -> dict:
     report = {}
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        write_pairs(teacher, codebook, PAPER_RECIPE, FlowConfig(), PairsConfig(num_pairs=num_pairs, shard_size=128,
-                    batch_size=128, seed=1), Path(folder), "smoke", progress=False)
+        pair_map = functools.partial(sequence_map, teacher, PAPER_RECIPE, codebook.to(device), FlowConfig())
+        write_pairs(pair_map, teacher.config.num_image_tokens, CODE_DIM, teacher.config.num_classes,
+                    PairsConfig(num_pairs=num_pairs, shard_size=128, batch_size=128, seed=1), Path(folder), "smoke",
+                    progress=False, device=device)
         torch.cuda.synchronize()
         report["pairs_seconds"] = time.perf_counter() - started
         noise, tokens, labels = (t.to(device) for t in read_pairs(Path(folder)))

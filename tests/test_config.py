@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from dd.config import Config, ConfigError, config_from_dict, load_config
+from dd.config import Config, ConfigError, config_from_dict, load_config, resolve
 
 
 def test_project_params_load():
@@ -55,3 +55,13 @@ def test_config_is_frozen(tmp_path):
     path.write_text(yaml.safe_dump({"bogus": 1}))
     with pytest.raises(ConfigError, match="unknown params key 'bogus'"):
         load_config(path)
+
+
+def test_var_tiny_resolves_its_overrides_over_the_shared_sections():
+    config, shared = load_config("params.yaml", "var-tiny"), load_config("params.yaml", "llamagen-tiny")
+    assert config.student.timesteps == (0, 3)                         # scales, not tokens
+    assert config.vqvae.preset == "vae-tiny" and config.vqvae.commitment == 0.25
+    assert config.recipe == shared.recipe and config.student.steps == shared.student.steps
+    assert shared.student.timesteps == (0, 32)                        # llamagen-tiny is untouched by var-tiny's entry
+    with pytest.raises(ConfigError, match="overrides.<teacher>.vqvae"):
+        resolve({"vqvae": {"commitment": 0.5}}, "var-tiny")                # only per teacher

@@ -1,17 +1,25 @@
 """Pair shards: reproducible bytes, resumption after a kill, and corrupt shards refused."""
+import functools
+
 import pytest
 import torch
 
 from dd.config import FlowConfig, PairsConfig, RecipeConfig
-from dd.pairs import CorruptPairsError, read_pairs, shard_name, write_pairs
+from dd.pairs import CorruptPairsError, read_pairs, sequence_map, shard_name, write_pairs
 from tests.helpers import MICRO, micro_codebook, micro_teacher
 
 RECIPE, FLOW = RecipeConfig(cfg_scale=1.5, top_k=8), FlowConfig(solver_steps=8)
 
 
-def _write(folder, batch_size=8, fingerprint="params-a", **overrides):
+def _write_with(folder, teacher, codebook, recipe, flow, config, fingerprint):
+    pair_map = functools.partial(sequence_map, teacher, recipe, codebook, flow)
+    return write_pairs(pair_map, MICRO.num_image_tokens, codebook.shape[1], MICRO.num_classes, config, folder,
+                       fingerprint, progress=False)
+
+
+def _write(folder, batch_size=8, fingerprint="params-a"):
     config = PairsConfig(num_pairs=20, shard_size=8, batch_size=batch_size, seed=3)
-    return write_pairs(micro_teacher(), micro_codebook(), RECIPE, FLOW, config, folder, fingerprint, progress=False)
+    return _write_with(folder, micro_teacher(), micro_codebook(), RECIPE, FLOW, config, fingerprint)
 
 
 def _shard_bytes(folder):
@@ -67,9 +75,44 @@ def test_pairs_follow_the_teachers_law(tmp_path):
     teacher = micro_teacher()
     config = PairsConfig(num_pairs=600, shard_size=600, batch_size=600, seed=0)
     recipe = RecipeConfig(cfg_scale=1.0)
-    write_pairs(teacher, micro_codebook(), recipe, FlowConfig(), config, tmp_path, "law", progress=False)
+    _write_with(tmp_path, teacher, micro_codebook(), recipe, FlowConfig(), config, "law")
     _, tokens, labels = read_pairs(tmp_path)
     from dd.teachers import apply_recipe
     probs = apply_recipe(teacher(torch.tensor([0]), torch.zeros(1, 1, dtype=torch.long))[0], recipe)[0]
     observed = torch.bincount(tokens[labels == 0, 0], minlength=MICRO.vocab_size).float() / (labels == 0).sum()
     assert 0.5 * (observed - probs).abs().sum() < 0.12   # 200 draws over 16 codes: sampling noise ~0.06
+
+
+def test_var_pairs_stage_gives_the_same_shards_whatever_the_batch_size(tmp_path):
+    """The pairs stage for a next-scale teacher: scale_sequence_map pairs, byte-identical across batch sizes."""
+    import pipeline.pairs
+    from dd.artifacts import Layout, load_tokenizer
+    from dd.checkpoint import save_weights
+    from dd.config import config_from_dict
+    from dd.models.var_vqvae import PRESETS as VQVAE_PRESETS, MultiScaleVQVAE
+    from dd.pairs import scale_sequence_map
+    from dd.sampling import per_sample_noise
+    from tests.test_var import build_tiny
+
+    teacher = build_tiny(0).requires_grad_(False)
+    torch.manual_seed(1)
+    vqvae = MultiScaleVQVAE(VQVAE_PRESETS["vae-tiny"]).eval()
+    params = {"teachers": ["var-tiny"], "recipe": {"cfg_scale": 1.5, "top_k": 16}, "flow": {"solver_steps": 8}}
+    shards = []
+    for batch_size in (7, 3):
+        layout = Layout("var-tiny", data_root=tmp_path / f"b{batch_size}", metrics_root=tmp_path / f"m{batch_size}")
+        save_weights(layout.teacher_dir / "model.pt", teacher.state_dict(), {"preset": "var-tiny"})
+        save_weights(layout.tokenizer_dir / "tokenizer.pt", vqvae.state_dict(),
+                     {"preset": "vae-tiny", "weights": "tokenizer.pt", "grid_size": None})
+        pairs = {"num_pairs": 11, "shard_size": 4, "batch_size": batch_size, "seed": 5}
+        pipeline.pairs.run(config_from_dict({**params, "pairs": pairs}), layout, progress=False)
+        shards.append(_shard_bytes(layout.pairs_dir))
+    assert list(shards[0]) == [shard_name(s) for s in range(3)] and shards[0] == shards[1]
+
+    noise, tokens, labels = read_pairs(layout.pairs_dir)
+    assert noise.shape == (11, 130, 8) and tokens.shape == (11, 130)
+    config = config_from_dict(params)
+    codebook = load_tokenizer(layout).codebook
+    expected = scale_sequence_map(teacher, vqvae, codebook, config.recipe, config.flow, labels[9:],
+                                  per_sample_noise(5, [9, 10], 130, 8))
+    assert torch.equal(tokens[9:], expected)

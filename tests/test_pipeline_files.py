@@ -39,3 +39,14 @@ def test_student_steps_reruns_only_sampling_latency_and_evaluation():
     readers = {stage for stage, body in DVC.items()
                if any(p in ("student", "student.steps") for p in body.get("do", body).get("params", []))}
     assert readers == {"sample_dd", "latency", "evaluate"}
+
+
+def test_a_teachers_stages_track_its_own_overrides_only():
+    """Tuning overrides.var-tiny must not rerun llamagen-tiny's stages, and every listed teacher needs an entry."""
+    for stage, body in DVC.items():
+        if "foreach" in body:
+            params = body["do"]["params"]
+            assert "overrides.${item}" in params and "overrides" not in params, stage
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    assert set(params["teachers"]) <= set(params["overrides"])
+    assert {"llamagen-tiny", "var-tiny"} <= set(params["overrides"])   # dvc exp run -S teachers='[llamagen-tiny,var-tiny]'

@@ -6,8 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -26,7 +28,7 @@ FIELDS = ["steps", "fid", "fid_to_teacher", "precision", "recall", "class_accura
 
 
 def _merge(base: dict, override: dict) -> dict:
-    return {k: _merge(base[k], v) if isinstance(v, dict) else v for k, v in override.items()} | \
+    return {k: _merge(base.get(k, {}), v) if isinstance(v, dict) else v for k, v in override.items()} | \
         {k: v for k, v in base.items() if k not in override}
 
 
@@ -60,3 +62,65 @@ def test_dvc_repro_on_tiny_params(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     status = _run(["dvc", "status", "--json"], tmp_path)
     assert set(json.loads(status)) == {"sample_dd@llamagen-tiny", "latency@llamagen-tiny", "evaluate@llamagen-tiny"}
+
+
+# var-tiny (a next-scale teacher) on a small image folder, so every stage takes seconds: the VQVAE encodes
+# every image in the teacher stage and decodes every sample.
+TRAIN = {"train_steps": 2, "batch_size": 8, "checkpoint_every": 1, "log_every": 1, "compile": False}
+VAR_TINY = {
+    "classifier": {"train_steps": 10},
+    "vqvae": {"train": TRAIN},
+    "teacher": {"train": TRAIN},
+    "pairs": {"num_pairs": 20, "shard_size": 10, "batch_size": 10},
+    "student": {"train": TRAIN},
+    "sample": {"num_samples": 20, "batch_size": 10},
+    "latency": {"batch_sizes": [1, 2], "repeats": 1},
+    "evaluate": {"grid_samples": 16, "latency_batch_size": 2},
+}
+
+
+def _image_folder(root: Path, per_class: dict[str, int]) -> None:
+    """root/<split>/<class>/*.png: 28x28 grey images, a bright box whose place depends on the class."""
+    rng = np.random.default_rng(0)
+    for split, count in per_class.items():
+        for label in range(10):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = rng.integers(0, 30, (28, 28), dtype=np.uint8)
+                image[2 * label:2 * label + 10, 4:4 + 8 + label] = rng.integers(150, 255)
+                Image.fromarray(image).save(folder / f"{i}.png")
+
+
+def test_var_tiny_stages_under_dvc_on_tiny_params(tmp_path):
+    for name in ["dvc.yaml", "dd", "pipeline"]:
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
+    _image_folder(tmp_path / "images", {"train": 10, "test": 4})
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["teachers"] = ["var-tiny"]
+    params["data"]["source"] = str(tmp_path / "images")
+    params["student"]["steps"] = 2
+    # The tiny settings go over the shared sections and var-tiny's own overrides (its other overrides, e.g.
+    # student.timesteps, stay); vqvae exists only per teacher.
+    params = _merge(params, {section: value for section, value in VAR_TINY.items() if section in params})
+    params["overrides"]["var-tiny"] = _merge(params["overrides"]["var-tiny"], VAR_TINY)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    _run(["git", "init", "-q"], tmp_path)
+    _run(["dvc", "init", "-q"], tmp_path)
+    _run(["dvc", "repro"], tmp_path)
+
+    metrics = tmp_path / "metrics" / "var-tiny"
+    table = json.loads((metrics / "eval.json").read_text())
+    for method in ["teacher", "dd", "onestep", "skip-1", "skip-2"]:
+        assert all(isinstance(table[method][field], (int, float)) for field in FIELDS), method
+    assert "skip" not in table and table["reconstruction"]["steps"] == 0
+    assert [table[m]["steps"] for m in ("teacher", "skip-1", "skip-2", "dd", "onestep")] == [6, 5, 4, 2, 1]
+    assert len(json.loads((metrics / "tokenizer.json").read_text())["codebook_usage_per_scale"]) == 6
+    assert (metrics / "grids" / "skip-2.png").exists() and (metrics / "fid_vs_latency.png").exists()
+
+    # student.steps=1 invalidates sampling, latency and evaluation only
+    params["student"]["steps"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    status = _run(["dvc", "status", "--json"], tmp_path)
+    assert set(json.loads(status)) == {"sample_dd@var-tiny", "latency@var-tiny", "evaluate@var-tiny"}

@@ -75,10 +75,10 @@ def test_scale_sequence_map_maps_each_token_by_its_own_noise_and_ignores_the_bat
     config, B, flow = model.config, 5, FlowConfig(solver_steps=8)
     labels = balanced_labels(range(B), config.num_classes)
     noise = per_sample_noise(4, range(B), config.num_tokens, config.code_dim)
-    tokens = scale_sequence_map(model, vqvae, RECIPE, flow, labels, noise)                       # (B, L)
+    tokens = scale_sequence_map(model, vqvae, vqvae.codebook, RECIPE, flow, labels, noise)                       # (B, L)
     assert tokens.shape == (B, config.num_tokens)
-    split = torch.cat([scale_sequence_map(model, vqvae, RECIPE, flow, labels[:2], noise[:2]),
-                       scale_sequence_map(model, vqvae, RECIPE, flow, labels[2:], noise[2:])])
+    split = torch.cat([scale_sequence_map(model, vqvae, vqvae.codebook, RECIPE, flow, labels[:2], noise[:2]),
+                       scale_sequence_map(model, vqvae, vqvae.codebook, RECIPE, flow, labels[2:], noise[2:])])
     assert torch.equal(tokens, split)
 
     per_scale = [tokens[:, start:stop] for start, stop in config.scale_slices]

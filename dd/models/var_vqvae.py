@@ -7,8 +7,10 @@ pixels. Module names and shapes match the reference implementation
 (https://github.com/FoundationVision/VAR, models/vqvae.py, models/quant.py, models/basic_vae.py) so the
 published vae_ch160v4096z32.pth loads with ``load_state_dict(strict=True)``.
 
-Training-only parts of the reference (commitment loss, straight-through estimator, code-usage EMA updates,
-dropout) are left out; the usage buffer ``quantize.ema_vocab_hit_SV`` is kept only so checkpoints load.
+Training (``quantize_with_loss`` and ``forward``) follows the reference's VectorQuantizer2.forward: the commitment
+loss, the codebook loss and the straight-through estimator. Left out: the code-usage EMA updates (the usage
+buffer ``quantize.ema_vocab_hit_SV`` is kept only so checkpoints load; dd/var_tokenizer.py measures usage on
+held-out images instead), dropout, and the perceptual and GAN losses of VAR's VQVAE training.
 
 Dimension letters used in shape comments:
     B batch, C channels (image or feature), H/W image pixels, h/w latent grid (= H/16, W/16 for the published
@@ -249,6 +251,17 @@ class MultiScaleVQVAE(nn.Module):
         pn = self.config.patch_nums[si + 1]
         return rearrange(F.interpolate(f_hat, size=(pn, pn), mode="area"), "b d p q -> b (p q) d")
 
+    def _nearest_codes(self, si: int, f_rest: Tensor, codebook: Tensor, code_sq: Tensor) -> Tensor:
+        """Scale si's tokens (B, pn*pn): the nearest code (plain squared L2) to each cell of the residual f_rest
+        (B, D, h, w) area-downsampled to pn x pn."""
+        pn = self.config.patch_nums[si]
+        last = si == self.config.num_scales - 1
+        z = f_rest if last else F.interpolate(f_rest, size=(pn, pn), mode="area")  # (B, D, pn, pn)
+        z = rearrange(z, "b d p q -> (b p q) d")  # (B*T, D)
+        # |z|^2 + |e|^2 - 2 z.e, the same expansion as the reference (so near-ties resolve alike).
+        dist = torch.addmm(z.square().sum(1, keepdim=True) + code_sq, z, codebook.T, beta=1, alpha=-2)  # (B*T, V)
+        return rearrange(dist.argmin(1), "(b t) -> b t", b=f_rest.shape[0])  # (B, T)
+
     def _check_latent(self, f: Tensor) -> None:
         side = self.config.latent_size
         if f.shape[-2:] != (side, side):
@@ -272,16 +285,42 @@ class MultiScaleVQVAE(nn.Module):
         code_sq = codebook.square().sum(1)  # (V,)
         f_rest = f.detach().float()
         tokens = []
-        for si, pn in enumerate(self.config.patch_nums):
-            last = si == self.config.num_scales - 1
-            z = f_rest if last else F.interpolate(f_rest, size=(pn, pn), mode="area")  # (B, D, pn, pn)
-            z = rearrange(z, "b d p q -> (b p q) d")  # (B*T, D)
-            # |z|^2 + |e|^2 - 2 z.e, the same expansion as the reference (so near-ties resolve alike).
-            dist = torch.addmm(z.square().sum(1, keepdim=True) + code_sq, z, codebook.T, beta=1, alpha=-2)  # (B*T, V)
-            idx = rearrange(dist.argmin(1), "(b t) -> b t", b=f.shape[0])  # (B, T)
+        for si in range(self.config.num_scales):
+            idx = self._nearest_codes(si, f_rest, codebook, code_sq)  # (B, T)
             tokens.append(idx)
             f_rest = f_rest - self._scale_grid(si, idx).float()
         return tokens
+
+    def quantize_with_loss(self, f: Tensor, beta: float) -> tuple[Tensor, list[Tensor], Tensor]:
+        """Training quantisation of f (B, D, h, w) (upstream VectorQuantizer2.forward, without usage statistics).
+
+        The tokens are those of ``tokenize``. After each scale k, with f_hat_k the partial reconstruction, the loss
+        adds beta * |sg(f_hat_k) - f|^2 (commitment: pulls the encoder to the codes) + |f_hat_k - sg(f)|^2
+        (codebook: pulls the codes and the phi convs to the encoder), both mean squared errors, averaged over the
+        K scales. Returns (f_hat with the straight-through gradient: its value, f's gradient), the tokens per
+        scale, and that loss.
+        """
+        self._check_latent(f)
+        f_no_grad = f.detach()
+        with torch.no_grad():
+            codebook = self.codebook.float()  # (V, D)
+            code_sq = codebook.square().sum(1)  # (V,)
+        f_rest, f_hat, tokens, loss = f_no_grad.float(), torch.zeros_like(f), [], f.new_zeros(())
+        for si in range(self.config.num_scales):
+            idx = self._nearest_codes(si, f_rest, codebook, code_sq)  # (B, T)
+            tokens.append(idx)
+            h = self._scale_grid(si, idx)  # (B, D, h, w), differentiable in the codebook and phi
+            f_hat = f_hat + h
+            f_rest = f_rest - h.detach().float()
+            loss = loss + beta * F.mse_loss(f_hat.detach(), f) + F.mse_loss(f_hat, f_no_grad)
+        # Straight-through: the decoder's gradient with respect to f_hat goes to the encoder's f unchanged.
+        return f_hat.detach() - f_no_grad + f, tokens, loss / self.config.num_scales
+
+    def forward(self, images: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+        """Training pass (upstream VQVAE.forward): images (B, C, H, W) in [-1, 1] -> (reconstruction (B, C, H, W),
+        not clamped, so its gradient never vanishes; the quantiser's loss)."""
+        f_hat, _, vq_loss = self.quantize_with_loss(self.encode(images), beta)
+        return self.decoder(self.post_quant_conv(f_hat)), vq_loss
 
     def tokens_to_fhat(self, tokens: list[Tensor]) -> Tensor:
         """One (B, pn*pn) token tensor per scale (all K scales) -> f_hat (B, D, h, w), the sum of their phi'd maps."""
@@ -328,7 +367,7 @@ class MultiScaleVQVAE(nn.Module):
 PRESETS: dict[str, VQVAEConfig] = {
     # Published VAR tokenizer (vae_ch160v4096z32.pth): 256px images, 16x16 latent, 10 scales, 108.95M parameters.
     "vae-ch160v4096z32": VQVAEConfig(),
-    # CPU-sized: 32x32 grey images -> 8x8 latent (downsample 4), 6 scales (91 tokens).
+    # CPU-sized: 32x32 grey images -> 8x8 latent (downsample 4), 6 scales (130 tokens), 1.01M parameters.
     "vae-tiny": VQVAEConfig(
         vocab_size=256, code_dim=8, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, in_channels=1,
         patch_nums=(1, 2, 3, 4, 6, 8),
