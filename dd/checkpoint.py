@@ -56,7 +56,12 @@ def save_json(path: str | Path, data) -> Path:
 
 
 def save_torch(path: str | Path, data) -> Path:
-    return atomic_write(path, lambda tmp: torch.save(data, tmp))
+    def write(temporary: Path) -> None:
+        # Through a file object: given a path, torch.save names the archive's root folder after the (random)
+        # temporary file, so equal tensors would give different bytes and DVC a new hash on every rerun.
+        with open(temporary, "wb") as file:
+            torch.save(data, file)
+    return atomic_write(path, write)
 
 
 def save_weights(path: str | Path, state_dict: dict, meta: dict) -> Path:
