@@ -53,6 +53,7 @@ def train_here(config: Config, layout: Layout, progress: bool = True) -> dict:
     tokenizer = load_tokenizer(layout)
     train_set, test_set = load_images(layout, "train"), load_images(layout, "test")
     tokens, labels = tokenizer.encode(train_set.images), torch.from_numpy(train_set.labels)
+    torch.manual_seed(config.teacher.train.seed)           # the initial weights (train.seed also draws the batches)
     model = build_model(layout.teacher)
     forcing = {"llamagen": _raster_forcing, "var": _next_scale_forcing}[family(layout.teacher)]
     num_tokens, forward = forcing(model, tokenizer)
