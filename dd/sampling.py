@@ -144,10 +144,17 @@ def sample_onestep(marginals: TokenMarginals, labels: Tensor, noise: Tensor) -> 
 @torch.inference_mode()
 def sample_skip(teacher: GPT, recipe: RecipeConfig, marginals: TokenMarginals, skip_tokens: int, labels: Tensor,
                 noise: Tensor) -> Tensor:
-    num_tokens = noise.shape[1]
-    prefix = sample_teacher(teacher, recipe, labels, noise, num_tokens - skip_tokens)
-    rest = sample_onestep(marginals.positions_from(num_tokens - skip_tokens), labels, noise[:, num_tokens - skip_tokens:])
-    return torch.cat([prefix, rest], dim=1)
+    prefix = sample_teacher(teacher, recipe, labels, noise, noise.shape[1] - skip_tokens)
+    return complete_skip(marginals, skip_tokens, prefix, labels, noise)
+
+
+def complete_skip(marginals: TokenMarginals, skip_tokens: int, teacher_tokens: Tensor, labels: Tensor,
+                  noise: Tensor) -> Tensor:
+    """The skip baseline from the teacher's tokens under the same noise, (B, >= L - skip_tokens): their first
+    L - skip_tokens are what a teacher stopped there made; the last skip_tokens come from the marginals."""
+    kept = noise.shape[1] - skip_tokens
+    rest = sample_onestep(marginals.positions_from(kept), labels, noise[:, kept:])
+    return torch.cat([teacher_tokens[:, :kept], rest], dim=1)
 
 
 @torch.inference_mode()

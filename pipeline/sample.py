@@ -17,30 +17,45 @@ from dd.artifacts import Layout, compute_device, load_frozen_teacher, load_image
 from dd.checkpoint import atomic_destination
 from dd.config import Config
 from dd.pairs import read_pairs
-from dd.sampling import TokenMarginals, run_sampler, sample_onestep, sample_skip, sample_teacher
+from dd.sampling import (TokenMarginals, complete_skip, per_sample_noise, run_sampler, sample_onestep, sample_skip,
+                         sample_teacher)
 from dd.teachers import family
 from dd.var_teacher import SKIP_SCALES, sample_var_scales
 
 
-def _raster_samplers(config: Config, teacher, tokenizer, marginals: TokenMarginals) -> dict:
-    return {
+def _raster_samplers(config: Config, teacher, tokenizer, marginals: TokenMarginals) -> tuple[dict, dict]:
+    skip_tokens = config.sample.skip_tokens
+    samplers = {
         "teacher": functools.partial(sample_teacher, teacher, config.recipe),
         "onestep": functools.partial(sample_onestep, marginals),
-        "skip": functools.partial(sample_skip, teacher, config.recipe, marginals, config.sample.skip_tokens),
+        "skip": functools.partial(sample_skip, teacher, config.recipe, marginals, skip_tokens),
     }
+    return samplers, {"skip": functools.partial(complete_skip, marginals, skip_tokens)}
 
 
-def _next_scale_samplers(config: Config, teacher, tokenizer, marginals: TokenMarginals) -> dict:
-    num_scales = teacher.config.num_scales
+def _next_scale_samplers(config: Config, teacher, tokenizer, marginals: TokenMarginals) -> tuple[dict, dict]:
+    num_scales, slices = teacher.config.num_scales, teacher.config.scale_slices
     sampler = functools.partial(sample_var_scales, teacher, tokenizer.model, config.recipe)
-    return {"teacher": functools.partial(sampler, num_scales), "onestep": functools.partial(sample_onestep, marginals),
-            **{f"skip-{k}": functools.partial(sampler, num_scales - k) for k in SKIP_SCALES}}
+    samplers = {"teacher": functools.partial(sampler, num_scales), "onestep": functools.partial(sample_onestep, marginals),
+                **{f"skip-{k}": functools.partial(sampler, num_scales - k) for k in SKIP_SCALES}}
+
+    def first_scales(stop: int, tokens, labels, noise):
+        return tokens[:, :stop]
+    return samplers, {f"skip-{k}": functools.partial(first_scales, slices[num_scales - k - 1][1]) for k in SKIP_SCALES}
 
 
 def baseline_samplers(config: Config, layout: Layout, pair_tokens: torch.Tensor, pair_labels: torch.Tensor) -> dict:
-    """Samplers (labels, noise) -> tokens for every method that needs no student.
+    """Samplers (labels, noise) -> tokens for every method that needs no student."""
+    return _baselines(config, layout, pair_tokens, pair_labels)[0]
 
-    The baselines' per-position marginals are estimated from the pairs' tokens: the teacher's own samples.
+
+def _baselines(config: Config, layout: Layout, pair_tokens: torch.Tensor, pair_labels: torch.Tensor) -> tuple[dict, dict]:
+    """The samplers, and the skip baselines again as functions (teacher tokens, labels, noise) -> tokens.
+
+    A teacher stopped early makes the same tokens as the full teacher up to where it stops (same noise, same
+    computation; tests/test_sampling.py), so this stage cuts the teacher's samples short rather than running
+    the teacher twice; the latency stage times the skip samplers themselves. The baselines' per-position
+    marginals are estimated from the pairs' tokens: the teacher's own samples.
     """
     device = compute_device()
     teacher, tokenizer = load_frozen_teacher(layout, device), load_tokenizer(layout, device)
@@ -58,12 +73,19 @@ def save_samples(path, tokens: torch.Tensor, labels: torch.Tensor, images: np.nd
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     _, pair_tokens, pair_labels = read_pairs(layout.pairs_dir)
     device = compute_device()
-    tokenizer, samplers = load_tokenizer(layout, device), baseline_samplers(config, layout, pair_tokens, pair_labels)
+    tokenizer, (samplers, skips) = load_tokenizer(layout, device), _baselines(config, layout, pair_tokens, pair_labels)
     num_classes, count = teacher_classes(layout), config.sample.num_samples
-    shape = (config.sample.seed, tokenizer.num_tokens, tokenizer.codebook.shape[1], num_classes, config.sample.batch_size)
-    for method, sampler in samplers.items():
-        tokens, labels = run_sampler(sampler, range(count), *shape, description=method, progress=progress,
-                                     device=device, labels_mode=config.sample.labels)
+    seed, num_tokens, code_dim = config.sample.seed, tokenizer.num_tokens, tokenizer.codebook.shape[1]
+    sampled = {}
+    for method in ("teacher", "onestep"):
+        sampled[method] = run_sampler(samplers[method], range(count), seed, num_tokens, code_dim, num_classes,
+                                      config.sample.batch_size, description=method, progress=progress,
+                                      device=device, labels_mode=config.sample.labels)
+    teacher_tokens, labels = sampled["teacher"]
+    noise = per_sample_noise(seed, range(count), num_tokens, code_dim)          # run_sampler's, all at once
+    for method, complete in skips.items():
+        sampled[method] = complete(teacher_tokens, labels, noise), labels
+    for method, (tokens, labels) in sampled.items():
         save_samples(layout.samples_dir / f"{method}.npz", tokens, labels, tokenizer.decode(tokens))
 
     # teacher_reference, for fid_to_teacher: a second, independent set of teacher samples. The pairs' tokens

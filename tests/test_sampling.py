@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dd.config import RecipeConfig
-from dd.sampling import (balanced_labels, inverse_cdf, per_sample_noise, run_sampler, sample_onestep, sample_skip,
+from dd.sampling import (balanced_labels, complete_skip, inverse_cdf, per_sample_noise, run_sampler, sample_onestep, sample_skip,
                          sample_teacher, token_uniforms, TokenMarginals)
 from dd.teachers import apply_recipe
 from tests.helpers import MICRO, micro_teacher
@@ -68,6 +68,8 @@ def test_onestep_and_skip_use_the_marginals():
     assert torch.equal(onestep, inverse_cdf(table[labels], token_uniforms(onestep_noise).double()))
     skip = sample_skip(teacher, RECIPE, marginals, 6, labels, noise)
     assert torch.equal(skip[:, :10], teacher_tokens[:, :10])               # the teacher's prefix, same noise
+    # The sample stage derives skip from the teacher's samples instead of running the teacher again.
+    assert torch.equal(complete_skip(marginals, 6, teacher_tokens, labels, noise), skip)
 
 
 @pytest.mark.parametrize("count", [1, 5])
