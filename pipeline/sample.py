@@ -84,7 +84,7 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     teacher_tokens, labels = sampled["teacher"]
     noise = per_sample_noise(seed, range(count), num_tokens, code_dim)          # run_sampler's, all at once
     for method, complete in skips.items():
-        sampled[method] = complete(teacher_tokens, labels, noise), labels
+        sampled[method] = complete(*(x.to(device) for x in (teacher_tokens, labels, noise))).cpu(), labels
     for method, (tokens, labels) in sampled.items():
         save_samples(layout.samples_dir / f"{method}.npz", tokens, labels, tokenizer.decode(tokens))
 
