@@ -91,3 +91,17 @@ def test_scale_sequence_map_maps_each_token_by_its_own_noise_and_ignores_the_bat
                             support_size=RECIPE.top_k)
         assert torch.equal(expected.view(B, -1), per_scale[k]), f"scale {k}"
     assert len(set(tokens.flatten().tolist())) > 10                                             # not collapsed
+
+
+@torch.inference_mode()
+def test_a_teacher_stopped_early_makes_the_full_teachers_first_scales():
+    # The sample stage builds the skip-k baselines by cutting the teacher's samples short (pipeline/sample.py).
+    from dd.var_teacher import SKIP_SCALES, sample_var_scales
+    model, vqvae = tiny_pair()
+    config, B = model.config, 4
+    labels = balanced_labels(range(B), config.num_classes)
+    noise = per_sample_noise(5, range(B), config.num_tokens, config.code_dim)
+    full = sample_var_scales(model, vqvae, RECIPE, config.num_scales, labels, noise)
+    for k in SKIP_SCALES:
+        stopped = sample_var_scales(model, vqvae, RECIPE, config.num_scales - k, labels, noise)
+        assert torch.equal(stopped, full[:, :config.scale_slices[config.num_scales - k - 1][1]]), f"skip-{k}"
