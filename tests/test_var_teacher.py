@@ -10,7 +10,7 @@ from dd.models.var import VAR, PRESETS as VAR_PRESETS, cfg_ramp
 from dd.models.var_vqvae import MultiScaleVQVAE, PRESETS as VAE_PRESETS
 from dd.pairs import scale_sequence_map
 from dd.sampling import balanced_labels, inverse_cdf, per_sample_noise, token_uniforms
-from dd.var_teacher import generate_var, guided_probs, sample_var_teacher
+from dd.var_teacher import SKIP_SCALES, generate_var, guided_probs, sample_var_scales, sample_var_teacher
 
 RECIPE = RecipeConfig(cfg_scale=2.0, temperature=1.0, top_k=16, top_p=0.95)
 
@@ -96,7 +96,6 @@ def test_scale_sequence_map_maps_each_token_by_its_own_noise_and_ignores_the_bat
 @torch.inference_mode()
 def test_a_teacher_stopped_early_makes_the_full_teachers_first_scales():
     # The sample stage builds the skip-k baselines by cutting the teacher's samples short (pipeline/sample.py).
-    from dd.var_teacher import SKIP_SCALES, sample_var_scales
     model, vqvae = tiny_pair()
     config, B = model.config, 4
     labels = balanced_labels(range(B), config.num_classes)
