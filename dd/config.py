@@ -94,6 +94,7 @@ class TeacherConfig:
     url: str = ""                     # download: "" takes the preset's published URL (dd/presets.py)
     sha256: str = ""                  # download: checked before the file is used; "" skips the check
     class_dropout: float = 0.1        # label -> null class during training, for classifier-free guidance
+    nll_images: int = 2000            # held-out test images for test_nll_per_token (0: all of them)
     train: TrainConfig = TrainConfig()
 
 

@@ -73,8 +73,12 @@ def train_here(config: Config, layout: Layout, progress: bool = True) -> dict:
     run_fingerprint = fingerprint(config.tokenizer, config.teacher, config.data, layout.teacher)
     ema = train(model, loss_fn, len(tokens), config.teacher.train, layout.teacher_dir,
                 layout.metrics_dir / "teacher_log.jsonl", run_fingerprint, f"teacher {layout.teacher}", progress)
-    test_tokens = tokenizer.encode(test_set.images)
-    metrics = {"test_nll_per_token": _nll(forward, ema, test_tokens, torch.from_numpy(test_set.labels))}
+    # A subset: all 10,000 test images took 52 s of a 40-minute run; blocks of 2,000 gave 1.266-1.294 nats
+    # against 1.281 for all (llamagen-tiny), close enough to compare teachers.
+    held_out = slice(0, config.teacher.nll_images or None)
+    test_tokens = tokenizer.encode(test_set.images[held_out])
+    metrics = {"test_nll_per_token": _nll(forward, ema, test_tokens, torch.from_numpy(test_set.labels[held_out])),
+               "test_nll_images": len(test_tokens)}
     save_weights(layout.teacher_dir / "model.pt", ema.state_dict(),
                  {"preset": layout.teacher, "config": dataclasses.asdict(model.config),
                   "train_steps": config.teacher.train.train_steps, **metrics})
