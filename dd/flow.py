@@ -26,6 +26,8 @@ Dimensions: B rows (tokens mapped in parallel), V codebook size, d code dimensio
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -52,40 +54,53 @@ def _weights_times_codes(weights: Tensor, codebook: Tensor) -> Tensor:
 
 
 def flow_map(eps: Tensor, probs: Tensor, codebook: Tensor, num_steps: int = 20, t_end: float = 1e-3,
-             support_size: int = 0) -> Tensor:
+             support_size: int = 0, compile: bool = False) -> Tensor:
     """Map noise to tokens deterministically, with token law equal to `probs`.
 
     eps: (B, d) noise; probs: (B, V) the teacher's distribution after its sampling recipe (zeros allowed);
     codebook: (V, d). Returns tokens (B,) int64. support_size > 0 solves over each row's support_size most
     probable codes only: exact whenever the recipe left at most that many nonzero (a top-k recipe), since a
     code of probability 0 has no basin, and V / support_size times cheaper. Computes in float32 (or float64 if given): float32 picked the
-    same tokens as float64 on every one of 3,000 test rows at half the cost.
+    same tokens as float64 on every one of 3,000 test rows at half the cost. compile: run each RK4 step through
+    torch.compile, which fuses its dozens of small elementwise kernels (3x faster on 2 CPU cores at 1,000 rows
+    x 64 candidates, after ~13 s of compiling once per process).
     """
     if 0 < support_size < probs.shape[-1]:
         probs, candidates = probs.topk(support_size, dim=-1)                         # (B, k), (B, k)
-        chosen = flow_map(eps, probs, codebook[candidates], num_steps, t_end)         # codes (B, k, d)
+        chosen = flow_map(eps, probs, codebook[candidates], num_steps, t_end, compile=compile)  # codes (B, k, d)
         return candidates.gather(1, chosen[:, None]).squeeze(1)
+
     dtype = torch.promote_types(eps.dtype, torch.float32)
     probs, eps, codebook = probs.to(dtype), eps.to(dtype), codebook.to(dtype)
-    log_probs = torch.log(probs)                            # -inf where the recipe removed a token
-    codebook_sq_norms = (codebook**2).sum(-1)               # (V,) or (B, V)
-    mean_code = _weights_times_codes(probs, codebook)       # D(x, 1) for every x, (B, d)
-
-    def velocity(x: Tensor, t: float) -> Tensor:            # dx/dt = (x - D(x, t)) / t, (B, d)
-        if t >= 1.0:
-            return x - mean_code
-        weights = torch.softmax(code_logits(x, t, log_probs, codebook, codebook_sq_norms), dim=-1)
-        return (x - _weights_times_codes(weights, codebook)) / t
-
-    # Classical RK4 from t = 1 down to t_end on a uniform grid (h < 0).
-    times = [1.0 - (1.0 - t_end) * i / num_steps for i in range(num_steps + 1)]
+    field = (torch.log(probs),                              # -inf where the recipe removed a token
+             codebook,
+             (codebook**2).sum(-1),                         # (V,) or (B, V)
+             _weights_times_codes(probs, codebook))         # D(x, 1) for every x, (B, d)
+    # Classical RK4 from t = 1 down to t_end on a uniform grid; times as tensors, so one compiled step serves all.
+    times = torch.linspace(1.0, t_end, num_steps + 1, dtype=dtype, device=eps.device)
+    step = _compiled_rk4_step() if compile else _rk4_step
     x = eps
-    for t_cur, t_next in zip(times[:-1], times[1:]):
-        h, t_mid = t_next - t_cur, 0.5 * (t_cur + t_next)
-        k1 = velocity(x, t_cur)
-        k2 = velocity(x + 0.5 * h * k1, t_mid)
-        k3 = velocity(x + 0.5 * h * k2, t_mid)
-        k4 = velocity(x + h * k3, t_next)
-        x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    for i in range(num_steps):
+        x = step(x, times[i], times[i + 1], *field)
+    return code_logits(x, t_end, field[0], codebook, field[2]).argmax(dim=-1)
 
-    return code_logits(x, t_end, log_probs, codebook, codebook_sq_norms).argmax(dim=-1)
+
+def _velocity(x: Tensor, t: Tensor, log_probs: Tensor, codebook: Tensor, codebook_sq_norms: Tensor,
+              mean_code: Tensor) -> Tensor:
+    """dx/dt = (x - D(x, t)) / t, (B, d); at t = 1 the closed form x - sum_j p_j c_j."""
+    weights = torch.softmax(code_logits(x, t, log_probs, codebook, codebook_sq_norms), dim=-1)
+    return torch.where(t >= 1.0, x - mean_code, (x - _weights_times_codes(weights, codebook)) / t)
+
+
+def _rk4_step(x: Tensor, t_cur: Tensor, t_next: Tensor, *field: Tensor) -> Tensor:
+    h, t_mid = t_next - t_cur, 0.5 * (t_cur + t_next)                 # h < 0: from noise towards data
+    k1 = _velocity(x, t_cur, *field)
+    k2 = _velocity(x + 0.5 * h * k1, t_mid, *field)
+    k3 = _velocity(x + 0.5 * h * k2, t_mid, *field)
+    k4 = _velocity(x + h * k3, t_next, *field)
+    return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
+@functools.cache
+def _compiled_rk4_step():
+    return torch.compile(_rk4_step)   # static shapes first; a second row count (VAR's scales) makes them dynamic

@@ -52,7 +52,7 @@ def sequence_map(teacher: GPT, recipe: RecipeConfig, codebook: Tensor, flow: Flo
     """Noise (B, L, d) -> tokens (B, L): each token the flow map of its noise under the teacher's next-token law."""
     def choose(probs: Tensor, i: int) -> Tensor:
         return flow_map(noise[:, i], probs, codebook, num_steps=flow.solver_steps, t_end=flow.t_end,
-                        support_size=recipe.top_k)
+                        support_size=recipe.top_k, compile=flow.compile)
     return generate(teacher, labels, recipe, choose)
 
 
@@ -71,7 +71,7 @@ def scale_sequence_map(teacher: VAR, vqvae: MultiScaleVQVAE, codebook: Tensor, r
     def choose(probs: Tensor, k: int) -> Tensor:                      # probs (B*P, V) of scale k
         start, stop = slices[k]
         return flow_map(noise[:, start:stop].flatten(0, 1), probs, codebook, num_steps=flow.solver_steps,
-                        t_end=flow.t_end, support_size=recipe.top_k)
+                        t_end=flow.t_end, support_size=recipe.top_k, compile=flow.compile)
     return torch.cat(generate_var(teacher, vqvae, labels, recipe, choose), dim=1)      # (B, L)
 
 

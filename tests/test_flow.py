@@ -67,3 +67,11 @@ def test_support_restriction_is_exact_under_top_k():
     """Solving over the top-k candidates gives the same tokens as the full codebook when p has k nonzeros."""
     eps, probs, codebook = _problem(2000, top_k=16)
     assert torch.equal(flow_map(eps, probs, codebook, support_size=16), flow_map(eps, probs, codebook))
+
+
+def test_compiled_solver_gives_the_eager_tokens():
+    """flow.compile fuses each RK4 step (torch.compile): same tokens as eager, whatever the rows per call."""
+    eps, probs, codebook = _problem(3000, top_k=16)
+    eager = flow_map(eps, probs, codebook, support_size=16)
+    assert torch.equal(flow_map(eps, probs, codebook, support_size=16, compile=True), eager)
+    assert torch.equal(flow_map(eps[:700], probs[:700], codebook, support_size=16, compile=True), eager[:700])
