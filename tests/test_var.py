@@ -184,7 +184,8 @@ def test_reference_init():
     assert ada[2 * C :].std().item() == pytest.approx(0.5 * std, rel=0.05)
     assert model.head.weight.std().item() == pytest.approx(0.02 * std, rel=0.05)
     assert torch.all(model.head.bias == 0)
-    torch.testing.assert_close(model.blocks[0].attn.scale_mul_1H11, torch.full((1, 4, 1, 1), math.log(4.0)))
+    H = TINY.n_head
+    torch.testing.assert_close(model.blocks[0].attn.scale_mul_1H11, torch.full((1, H, 1, 1), math.log(4.0)))
     assert model.blocks[0].attn.proj.weight.std().item() == pytest.approx(std / math.sqrt(2 * TINY.depth), rel=0.05)
     with torch.no_grad():
         logits = model(*random_inputs(2))
