@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 
-def code_logits(x: Tensor, t: float, log_probs: Tensor, codebook: Tensor, codebook_sq_norms: Tensor) -> Tensor:
+def code_logits(x: Tensor, t: float | Tensor, log_probs: Tensor, codebook: Tensor, codebook_sq_norms: Tensor) -> Tensor:
     """log w_j(x, t) up to a per-row constant.
 
     ||x - (1-t) c_j||^2 = ||x||^2 - 2 (1-t) x.c_j + (1-t)^2 ||c_j||^2, and ||x||^2 is the same for every j,
