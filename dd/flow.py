@@ -72,17 +72,17 @@ def flow_map(eps: Tensor, probs: Tensor, codebook: Tensor, num_steps: int = 20, 
 
     dtype = torch.promote_types(eps.dtype, torch.float32)
     probs, eps, codebook = probs.to(dtype), eps.to(dtype), codebook.to(dtype)
-    field = (torch.log(probs),                              # -inf where the recipe removed a token
-             codebook,
-             (codebook**2).sum(-1),                         # (V,) or (B, V)
-             _weights_times_codes(probs, codebook))         # D(x, 1) for every x, (B, d)
+    log_probs = torch.log(probs)                            # -inf where the recipe removed a token
+    codebook_sq_norms = (codebook**2).sum(-1)               # (V,) or (B, V)
+    mean_code = _weights_times_codes(probs, codebook)       # D(x, 1) for every x, (B, d)
+    field = (log_probs, codebook, codebook_sq_norms, mean_code)         # _velocity's arguments after (x, t)
     # Classical RK4 from t = 1 down to t_end on a uniform grid; times as tensors, so one compiled step serves all.
     times = torch.linspace(1.0, t_end, num_steps + 1, dtype=dtype, device=eps.device)
     step = _compiled_rk4_step() if compile else _rk4_step
     x = eps
     for i in range(num_steps):
         x = step(x, times[i], times[i + 1], *field)
-    return code_logits(x, t_end, field[0], codebook, field[2]).argmax(dim=-1)
+    return code_logits(x, t_end, log_probs, codebook, codebook_sq_norms).argmax(dim=-1)
 
 
 def _velocity(x: Tensor, t: Tensor, log_probs: Tensor, codebook: Tensor, codebook_sq_norms: Tensor,
