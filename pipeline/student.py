@@ -66,9 +66,11 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
                                   file_sha256(layout.pairs_dir / MANIFEST), file_sha256(teacher_weights(layout)))
     ema = train(student, loss_fn, len(tokens), config.student.train, layout.student_dir,
                 layout.metrics_dir / "student_log.jsonl", run_fingerprint, f"student {layout.teacher}", progress)
-    # Measured on the first 1,000 training pairs (64,000 tokens for llamagen-tiny: a standard error under 0.2%).
-    probe = [on_device(x) for x in (codebook, noise[:1000], tokens[:1000], labels[:1000])]
-    metrics = {f"token_agreement_t{t}": _agreement(parts, ema, *probe, t) for t in config.student.timesteps}
+    # Measured on the first 1,000 training pairs: for llamagen-tiny 64,000 tokens at t = 0 (a standard error of
+    # about 0.2%) and 32,000 at t = 32 (about 0.3%).
+    probe = slice(0, 1000)
+    probe_set = [on_device(x) for x in (codebook, noise[probe], tokens[probe], labels[probe])]
+    metrics = {f"token_agreement_t{t}": _agreement(parts, ema, *probe_set, t) for t in config.student.timesteps}
     save_weights(layout.student_dir / "model.pt", ema.state_dict(),
                  {"teacher": layout.teacher, "timesteps": list(config.student.timesteps),
                   "train": dataclasses.asdict(config.student.train), **metrics})
