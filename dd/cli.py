@@ -96,7 +96,7 @@ _teacher_command("teacher", "Train the AR teacher (teacher.*; rerun the same com
 _teacher_command("pairs", "Generate the DD (noise, tokens, class) pairs as webdataset shards (pairs.*, recipe.*, "
                           "flow.*); rerun to resume, complete shards are kept. Under torchrun, shards are split over ranks.")
 _teacher_command("student", "Train the DD student on the pairs (student.*); rerun the same command to resume.")
-_teacher_command("sample", "Sample the teacher (twice), the onestep and skip baselines and tokenizer reconstructions.")
+_teacher_command("sample", "Sample the teacher, the onestep and skip baselines and tokenizer reconstructions.")
 _teacher_command("sample_dd", "Sample the DD student at student.steps steps.")
 _teacher_command("latency", "Benchmark seconds per image of every method at latency.batch_sizes, side by side.")
 _teacher_command("evaluate", "FID, fid_to_teacher, precision/recall, class accuracy; eval.json, grids and plot.")
@@ -118,7 +118,7 @@ def report(params: Params = Path("params.yaml")):
                    f"latency on CPU, {latency['threads']} threads, batch {table['protocol']['latency_batch_size']})\n")
         typer.echo("| method | steps | FID | FID / teacher | fid_to_teacher | precision | recall | class acc. | ms / image | speed-up |")
         typer.echo("|---|---|---|---|---|---|---|---|---|---|")
-        for method in [m for m in REPORTED if m in table]:
+        for method in [m for m in REPORTED if m in table and "same_as" not in table[m]]:
             row = table[method]
             timing = (f"{1000 * row['seconds_per_image']:.2f} | {row['speedup']:.1f}x" if "speedup" in row else "- | -")
             cells = [_cell(row.get(key)) for key in ("precision", "recall", "class_accuracy")]  # null under Inception
@@ -133,7 +133,8 @@ def report(params: Params = Path("params.yaml")):
                        for m in timed) + f" | {row['dd']['speedup']:.1f}x |")
 
 
-# The methods of the report's rows, in order; each teacher family has some of them (skip: raster; skip-k: VAR).
+# The methods of the report's rows, in order; each teacher family has some of them (skip: raster; skip-k: VAR,
+# whose eval.json also repeats skip-1 as `skip`, marked same_as and printed once).
 REPORTED = ("teacher", "dd", "skip", "skip-1", "skip-2", "onestep", "reconstruction")
 
 

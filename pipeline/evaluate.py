@@ -128,6 +128,10 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
         if progress:
             print(f"{method:>15}: " + "  ".join(f"{name} {table[method][key]:{form}}" for name, key, form in PRINTED
                                                 if table[method].get(key) is not None))
+    if "skip" not in table:
+        # The evaluation contract's `skip` row (a raster teacher's own): for a next-scale teacher the paper's
+        # headline skip baseline, skip-1, repeated under that name and marked, so `dd report` prints it once.
+        table["skip"] = {**table["skip-1"], "same_as": "skip-1"}
     table["protocol"] = {**protocol,
                          "fid_to_teacher_reference": "teacher samples through the flow map (the first N pairs), independent of the teacher row",
                          "latency_batch_size": config.evaluate.latency_batch_size}

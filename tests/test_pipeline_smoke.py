@@ -114,7 +114,7 @@ def test_var_tiny_stages_under_dvc_on_tiny_params(tmp_path):
     table = json.loads((metrics / "eval.json").read_text())
     for method in ["teacher", "dd", "onestep", "skip-1", "skip-2"]:
         assert all(isinstance(table[method][field], (int, float)) for field in FIELDS), method
-    assert "skip" not in table and table["reconstruction"]["steps"] == 0
+    assert table["skip"] == {**table["skip-1"], "same_as": "skip-1"} and table["reconstruction"]["steps"] == 0
     assert [table[m]["steps"] for m in ("teacher", "skip-1", "skip-2", "dd", "onestep")] == [6, 5, 4, 2, 1]
     assert len(json.loads((metrics / "tokenizer.json").read_text())["codebook_usage_per_scale"]) == 6
     assert (metrics / "grids" / "skip-2.png").exists() and (metrics / "fid_vs_latency.png").exists()

@@ -367,9 +367,12 @@ class MultiScaleVQVAE(nn.Module):
 PRESETS: dict[str, VQVAEConfig] = {
     # Published VAR tokenizer (vae_ch160v4096z32.pth): 256px images, 16x16 latent, 10 scales, 108.95M parameters.
     "vae-ch160v4096z32": VQVAEConfig(),
-    # CPU-sized: 32x32 grey images -> 8x8 latent (downsample 4), 6 scales (130 tokens), 1.01M parameters.
+    # CPU-sized: 32x32 grey images -> 8x8 latent (downsample 4), 6 scales (130 tokens), 0.79M parameters.
+    # Only the 8x8 level is widened: with ch_mult (1, 2, 2) decoding took 3.7 ms an image on 2 cores against 2.1
+    # (batch 250), and a run decodes six sets of 10,000 images. At equal training time (750 steps of (1, 2, 2),
+    # 1,000 of this, learning rate 0.002) the test reconstruction FIDs were close: 17.6 and 19.0.
     "vae-tiny": VQVAEConfig(
-        vocab_size=256, code_dim=8, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, in_channels=1,
+        vocab_size=256, code_dim=8, ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, in_channels=1,
         patch_nums=(1, 2, 3, 4, 6, 8),
     ),
 }
