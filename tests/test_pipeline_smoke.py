@@ -13,6 +13,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
+    "teachers": ["llamagen-tiny"],     # the raster teacher alone: var-tiny's full-size overrides would train for
+                                       # minutes (its own test below runs it on a small image folder)
     "classifier": {"train_steps": 30},
     "tokenizer": {"kmeans_iterations": 3, "kmeans_samples": 20000},
     # compile off: ~60 s of compiling per model would dwarf 10 steps
