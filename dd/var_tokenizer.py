@@ -35,7 +35,9 @@ from einops import rearrange
 from torch import Tensor
 
 from dd.checkpoint import load_json, load_state_dict
-from dd.models.var_vqvae import PRESETS, MultiScaleVQVAE
+from dd.config import TrainConfig
+from dd.models.var_vqvae import PRESETS, MultiScaleVQVAE, VQVAEConfig
+from dd.training import train
 from dd.vq_tokenizer import SIDECAR
 
 
@@ -71,6 +73,20 @@ def vqvae_loss(model: MultiScaleVQVAE, images: Tensor, beta: float) -> Tensor:
     pixels = to_pixels(images).to(next(model.parameters()).device)      # (B, C, H, W)
     reconstruction, vq_loss = model(pixels, beta)                      # (B, C, H, W), ()
     return F.mse_loss(reconstruction, pixels) + vq_loss
+
+
+def train_vqvae(config: VQVAEConfig, images: Tensor, train_config: TrainConfig, commitment: float, seed: int,
+                run_dir: Path, log_path: Path, fingerprint: str, description: str = "vqvae", progress: bool = True,
+                device: torch.device | str = "cpu") -> MultiScaleVQVAE:
+    """A MultiScaleVQVAE trained on uint8 images (N, H, W, C) with vqvae_loss: its weights drawn from `seed`, its
+    codes seeded from the latents of 64 images drawn with `seed`, then the training loop (resumable in run_dir;
+    dd/training.py). Returns the trained model (its EMA copy: the model itself when ema_decay is 0)."""
+    torch.manual_seed(seed)
+    model = MultiScaleVQVAE(config).to(device)
+    generator = torch.Generator().manual_seed(seed)
+    initialise_codebook(model, images[torch.randperm(len(images), generator=generator)[:64]], generator)
+    return train(model, lambda model, indices, generator: vqvae_loss(model, images[indices], commitment),
+                 len(images), train_config, run_dir, log_path, fingerprint, description, progress)
 
 
 class MultiScaleTokenizer:

@@ -10,20 +10,19 @@ import torch
 from dd.artifacts import Layout, compute_device, load_images
 from dd.checkpoint import fetch_published, save_json, save_torch, save_weights
 from dd.config import Config, fingerprint
-from dd.models.var_vqvae import PRESETS as VQVAE_PRESETS, MultiScaleVQVAE, VQVAEConfig
+from dd.models.var_vqvae import PRESETS as VQVAE_PRESETS, VQVAEConfig
 from dd.presets import published
 from dd.progress import progress_bar
 from dd.teachers import family, preset_config
 from dd.tokenizer import fit_tokenizer, tokenizer_metrics
-from dd.training import train
-from dd.var_tokenizer import MultiScaleTokenizer, initialise_codebook, scale_usage, vqvae_loss
+from dd.var_tokenizer import MultiScaleTokenizer, scale_usage, train_vqvae
 from dd.vq_tokenizer import SIDECAR, build_tokenizer_model
 
 
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     if config.tokenizer.source == "download":
         return download(config, layout, progress)
-    return {"llamagen": fit, "var": train_vqvae}[family(layout.teacher)](config, layout, progress)
+    return {"llamagen": fit, "var": vqvae}[family(layout.teacher)](config, layout, progress)
 
 
 def fit(config: Config, layout: Layout, progress: bool = True) -> dict:
@@ -53,29 +52,22 @@ def _checked_vqvae_config(preset: str, teacher: str, image_shape: tuple[int, ...
     return vqvae_config
 
 
-def train_vqvae(config: Config, layout: Layout, progress: bool = True) -> dict:
+def vqvae(config: Config, layout: Layout, progress: bool = True) -> dict:
     """VAR's multi-scale VQVAE (vqvae.*), for a next-scale teacher; saved as a published one is (tokenizer.json)."""
     train_set, test = load_images(layout, "train"), load_images(layout, "test")
     preset = config.vqvae.preset
     vqvae_config = _checked_vqvae_config(preset, layout.teacher, train_set.images.shape[1:])
     (layout.tokenizer_dir / SIDECAR).unlink(missing_ok=True)          # until the new weights are saved
-    torch.manual_seed(config.vqvae.seed)
-    model = MultiScaleVQVAE(vqvae_config).to(compute_device())
-    images = torch.from_numpy(train_set.images)                        # (N, H, W, C) uint8
-    generator = torch.Generator().manual_seed(config.vqvae.seed)
-    initialise_codebook(model, images[torch.randperm(len(images), generator=generator)[:64]], generator)
-
-    def loss_fn(model, indices, generator):
-        return vqvae_loss(model, images[indices], config.vqvae.commitment)
-
     run_fingerprint = fingerprint(config.vqvae, config.data, layout.teacher)
-    ema = train(model, loss_fn, len(images), config.vqvae.train, layout.tokenizer_dir,
-                layout.tokenizer_dir / "train_log.jsonl", run_fingerprint, f"tokenizer {layout.teacher}", progress)
-    tokenizer = MultiScaleTokenizer(ema)
+    trained = train_vqvae(vqvae_config, torch.from_numpy(train_set.images), config.vqvae.train,
+                          config.vqvae.commitment, config.vqvae.seed, layout.tokenizer_dir,
+                          layout.tokenizer_dir / "train_log.jsonl", run_fingerprint, f"tokenizer {layout.teacher}",
+                          progress, compute_device())
+    tokenizer = MultiScaleTokenizer(trained)
     test_tokens = tokenizer.encode(test.images)
     metrics = {**tokenizer_metrics(tokenizer, test.images, test_tokens), **scale_usage(tokenizer, test_tokens)}
     # tokenizer.json, written last beside the weights, is what load_tokenizer looks for (as for a published VQ).
-    save_weights(layout.tokenizer_dir / "tokenizer.pt", ema.state_dict(),
+    save_weights(layout.tokenizer_dir / "tokenizer.pt", trained.state_dict(),
                  {"source": "train", "preset": preset, "weights": "tokenizer.pt", "grid_size": None,
                   "train_steps": config.vqvae.train.train_steps, **metrics})
     save_json(layout.metrics_dir / "tokenizer.json", metrics)

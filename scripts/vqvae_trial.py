@@ -25,10 +25,9 @@ import torch
 from dd.artifacts import Layout, load_classifier, load_images
 from dd.config import TrainConfig
 from dd.evaluation import frechet_distance, predict
-from dd.models.var_vqvae import PRESETS, MultiScaleVQVAE
+from dd.models.var_vqvae import PRESETS
 from dd.sampling import TokenMarginals, balanced_labels, per_sample_noise, token_uniforms
-from dd.training import train
-from dd.var_tokenizer import MultiScaleTokenizer, initialise_codebook, vqvae_loss
+from dd.var_tokenizer import MultiScaleTokenizer, train_vqvae
 
 
 def main() -> None:
@@ -48,19 +47,15 @@ def main() -> None:
                                  num_res_blocks=args.num_res_blocks)
     layout = Layout("", args.data)
     train_set, test = load_images(layout, "train"), load_images(layout, "test")
-    torch.manual_seed(args.seed)
-    model = MultiScaleVQVAE(config)
     images = torch.from_numpy(train_set.images)                                        # (N, H, W, C) uint8
-    generator = torch.Generator().manual_seed(args.seed)
-    initialise_codebook(model, images[torch.randperm(len(images), generator=generator)[:64]], generator)
     train_config = TrainConfig(train_steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                                warmup_steps=20, weight_decay=0.0, ema_decay=0.0, checkpoint_every=args.steps,
                                log_every=25, use_bf16=False, compile=False, seed=args.seed)
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as run_dir:
-        trained = train(model, lambda m, indices, g: vqvae_loss(m, images[indices], args.commitment), len(images),
-                        train_config, Path(run_dir), Path(run_dir) / "log.jsonl", "trial", "vqvae")
+        trained = train_vqvae(config, images, train_config, args.commitment, args.seed, Path(run_dir),
+                              Path(run_dir) / "log.jsonl", "trial")
     train_seconds = time.perf_counter() - started
 
     tokenizer, classifier = MultiScaleTokenizer(trained), load_classifier(layout)
