@@ -10,7 +10,8 @@ whole loop can be captured as one CUDA graph.
 
 Recipe (VAR's autoregressive_infer_cfg): guidance ramps over scales, t_k = cfg * k / (K - 1), and the guided
 logits are (1 + t_k) cond - t_k uncond, i.e. dd.teachers' constant-CFG formula with scale 1 + t_k; then
-temperature, top-k and top-p as for LlamaGen.
+temperature, top-k and top-p as for LlamaGen. So recipe.cfg_scale means VAR's `cfg`, not LlamaGen's scale:
+cfg 0 is unguided (and runs only the conditional rows), cfg 1 still guides the last scale with weight 2.
 
 Dimensions: B batch, P tokens of one scale, V codebook size, E code dim, K scales, L tokens of all scales.
 """
@@ -35,12 +36,17 @@ ScaleChooser = Callable[[Tensor, int], Tensor]
 SKIP_SCALES = (1, 2)
 
 
+def guided_by(recipe: RecipeConfig) -> bool:
+    """Whether VAR's recipe guides at all: t_k = 0 at every scale only for cfg 0."""
+    return recipe.cfg_scale != 0.0
+
+
 def guided_probs(logits: Tensor, recipe: RecipeConfig, scale_index: int, num_scales: int) -> Tensor:
     """Scale logits (2B, P, V) (conditional rows first, then null-class rows) -> probs (B*P, V) after the recipe.
 
-    With recipe.cfg_scale == 1 the logits are (B, P, V), conditional only.
+    Unguided (recipe.cfg_scale == 0) the logits are (B, P, V), conditional only.
     """
-    if recipe.cfg_scale == 1.0:
+    if not guided_by(recipe):
         guided = logits
     else:
         conditional, unconditional = logits.float().chunk(2)
@@ -55,7 +61,7 @@ def generate_var(model: VAR, vqvae: MultiScaleVQVAE, labels: Tensor, recipe: Rec
     num_scales scales (all K by default)."""
     config = model.config
     num_scales = config.num_scales if num_scales is None else num_scales
-    use_cfg = recipe.cfg_scale != 1.0
+    use_cfg = guided_by(recipe)
     rows = torch.cat([labels, torch.full_like(labels, config.num_classes)]) if use_cfg else labels   # (2B,) or (B,)
     cache = VARKVCache.allocate(config, len(rows), next(model.parameters()).dtype, labels.device)
     f_hat, scale_input, tokens = None, None, []

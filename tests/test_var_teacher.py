@@ -55,6 +55,17 @@ def test_guidance_ramps_from_unguided_to_full_scale():
     assert cfg_ramp(2.0, 9, 10) == 2.0
 
 
+def test_cfg_zero_is_unguided_and_cfg_one_still_guides():
+    # VAR's cfg, not LlamaGen's scale: cfg 1 ramps the last scale to weight 2, cfg 0 reads the conditional rows.
+    V, P = 12, 4
+    conditional, unconditional = torch.randn(2, P, V), torch.randn(2, P, V)
+    plain = dataclasses.replace(RECIPE, top_k=0, top_p=1.0)
+    unguided = guided_probs(conditional, dataclasses.replace(plain, cfg_scale=0.0), 9, 10)
+    torch.testing.assert_close(unguided, conditional.flatten(0, 1).softmax(-1))
+    last = guided_probs(torch.cat([conditional, unconditional]), dataclasses.replace(plain, cfg_scale=1.0), 9, 10)
+    torch.testing.assert_close(last, (2 * conditional - unconditional).flatten(0, 1).softmax(-1))
+
+
 def test_choose_sees_each_scale_once_in_order():
     model, vqvae = tiny_pair()
     seen = []
