@@ -126,3 +126,10 @@ def test_var_tiny_stages_under_dvc_on_tiny_params(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     status = _run(["dvc", "status", "--json"], tmp_path)
     assert set(json.loads(status)) == {"sample_dd@var-tiny", "latency@var-tiny", "evaluate@var-tiny"}
+
+    # scripts/recipe_sweep.py on the trained teacher: one line per recipe, both FIDs finite
+    lines = _run([sys.executable, str(ROOT / "scripts" / "recipe_sweep.py"), "var-tiny", "--recipe", "1.5,16",
+                  "--recipe", "0,0", "--num-samples", "20", "--batch-size", "10"], tmp_path).splitlines()
+    rows = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [(row["cfg_scale"], row["top_k"]) for row in rows] == [(1.5, 16), (0.0, 0)]
+    assert all(np.isfinite([row["teacher_fid"], row["onestep_fid"]]).all() for row in rows)
