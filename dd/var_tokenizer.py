@@ -80,7 +80,8 @@ def train_vqvae(config: VQVAEConfig, images: Tensor, train_config: TrainConfig, 
                 device: torch.device | str = "cpu") -> MultiScaleVQVAE:
     """A MultiScaleVQVAE trained on uint8 images (N, H, W, C) with vqvae_loss: its weights drawn from `seed`, its
     codes seeded from the latents of 64 images drawn with `seed`, then the training loop (resumable in run_dir;
-    dd/training.py). Returns the trained model (its EMA copy: the model itself when ema_decay is 0)."""
+    dd/training.py). Returns the training loop's EMA copy, which with ema_decay 0 (the vae-tiny params) holds the
+    final weights exactly."""
     torch.manual_seed(seed)
     model = MultiScaleVQVAE(config).to(device)
     generator = torch.Generator().manual_seed(seed)
