@@ -15,7 +15,8 @@ import torch
 
 from dd.artifacts import Layout, compute_device, load_frozen_teacher, load_images, load_tokenizer, teacher_classes
 from dd.checkpoint import atomic_destination
-from dd.config import Config
+from dd.config import Config, RecipeConfig
+from dd.models.var import VAR
 from dd.pairs import read_pairs
 from dd.sampling import (TokenMarginals, complete_skip, per_sample_noise, run_sampler, sample_onestep, sample_skip,
                          sample_teacher)
@@ -23,10 +24,17 @@ from dd.teachers import family
 from dd.var_teacher import SKIP_SCALES, sample_var_scales
 
 
+def teacher_sampler(teacher, tokenizer, recipe: RecipeConfig):
+    """The teacher's own sampler under `recipe`, (labels, noise) -> tokens, for either family."""
+    if isinstance(teacher, VAR):
+        return functools.partial(sample_var_scales, teacher, tokenizer.model, recipe, teacher.config.num_scales)
+    return functools.partial(sample_teacher, teacher, recipe)
+
+
 def _raster_samplers(config: Config, teacher, tokenizer, marginals: TokenMarginals) -> tuple[dict, dict]:
     skip_tokens = config.sample.skip_tokens
     samplers = {
-        "teacher": functools.partial(sample_teacher, teacher, config.recipe),
+        "teacher": teacher_sampler(teacher, tokenizer, config.recipe),
         "onestep": functools.partial(sample_onestep, marginals),
         "skip": functools.partial(sample_skip, teacher, config.recipe, marginals, skip_tokens),
     }
@@ -35,9 +43,10 @@ def _raster_samplers(config: Config, teacher, tokenizer, marginals: TokenMargina
 
 def _next_scale_samplers(config: Config, teacher, tokenizer, marginals: TokenMarginals) -> tuple[dict, dict]:
     num_scales, slices = teacher.config.num_scales, teacher.config.scale_slices
-    sampler = functools.partial(sample_var_scales, teacher, tokenizer.model, config.recipe)
-    samplers = {"teacher": functools.partial(sampler, num_scales), "onestep": functools.partial(sample_onestep, marginals),
-                **{f"skip-{k}": functools.partial(sampler, num_scales - k) for k in SKIP_SCALES}}
+    stopped = functools.partial(sample_var_scales, teacher, tokenizer.model, config.recipe)   # (stop, labels, noise)
+    samplers = {"teacher": teacher_sampler(teacher, tokenizer, config.recipe),
+                "onestep": functools.partial(sample_onestep, marginals),
+                **{f"skip-{k}": functools.partial(stopped, num_scales - k) for k in SKIP_SCALES}}
 
     def first_scales(stop: int, tokens, labels, noise):
         return tokens[:, :stop]

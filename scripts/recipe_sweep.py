@@ -25,9 +25,8 @@ import torch
 from dd.artifacts import Layout, load_classifier, load_frozen_teacher, load_images, load_tokenizer, teacher_classes
 from dd.config import load_config
 from dd.evaluation import frechet_distance, predict
-from dd.models.var import VAR
-from dd.sampling import TokenMarginals, run_sampler, sample_onestep, sample_teacher
-from dd.var_teacher import sample_var_scales
+from dd.sampling import TokenMarginals, run_sampler, sample_onestep
+from pipeline.sample import teacher_sampler
 
 
 def main() -> None:
@@ -54,10 +53,8 @@ def main() -> None:
     for text in args.recipe:
         cfg_scale, top_k = text.split(",")
         recipe = dataclasses.replace(config.recipe, cfg_scale=float(cfg_scale), top_k=int(top_k))
-        sampler = (functools.partial(sample_var_scales, teacher, tokenizer.model, recipe, teacher.config.num_scales)
-                   if isinstance(teacher, VAR) else functools.partial(sample_teacher, teacher, recipe))
         start = time.perf_counter()
-        tokens, labels = run(sampler, seed=args.seed, description=f"teacher {text}")
+        tokens, labels = run(teacher_sampler(teacher, tokenizer, recipe), seed=args.seed, description=f"teacher {text}")
         marginals = TokenMarginals.from_samples(tokens, labels, num_classes, tokenizer.codebook_size)
         onestep, _ = run(functools.partial(sample_onestep, marginals), seed=args.seed + 1, description="onestep")
         teacher_fid, onestep_fid = fid(tokens), fid(onestep)
