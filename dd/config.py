@@ -69,8 +69,10 @@ class TrainConfig:
     ema_decay: float = 0.999
     checkpoint_every: int = 250       # steps between resumable checkpoints
     log_every: int = 25
-    use_bf16: bool = False            # bf16 autocast (weights and optimizer stay fp32): for GPUs; 8x slower on
-                                      # CPUs without native bf16, such as our build machines
+    precision: str = "fp32"           # "fp32"; "bf16": autocast the matrix products (weights and optimizer stay
+                                      # fp32); "auto": bf16 where the device has native bf16 (CUDA, or a CPU with
+                                      # AVX512-BF16 or AMX: 1.3x faster student steps on our 2-core EPYC), fp32
+                                      # where it has not (bf16 there is emulated, 8x slower) (dd/training.py)
     compile: bool = False             # torch.compile the model: fuses the elementwise work around the matrix
                                       # products (1.25x faster steps on our 2-core CPUs, ~60 s of compiling)
     seed: int = 0
@@ -187,13 +189,18 @@ class Config:
             "evaluate.latency_batch_size": self.evaluate.latency_batch_size in self.latency.batch_sizes,
             "pairs.shard_size": self.pairs.shard_size > 0 and self.pairs.num_pairs > 0,
             "student.timesteps (2 steps)": self.student.steps == 1 or len(self.student.timesteps) >= 2,
+            **{f"{section}.train.precision": getattr(self, section).train.precision in PRECISIONS
+               for section in ("vqvae", "teacher", "student")},
         }
         for key, ok in checks.items():
             if not ok:
                 raise ConfigError(f"invalid value for {key}: {_HINTS[key]}")
 
 
+PRECISIONS = ("fp32", "bf16", "auto")
+
 _HINTS = {
+    **{f"{section}.train.precision": "use 'fp32', 'bf16' or 'auto'" for section in ("vqvae", "teacher", "student")},
     "student.steps": "use 1 or 2",
     "student.timesteps": "a list starting with 0 (the all-noise timestep), e.g. [0, 32]",
     "teacher.source": "use 'train' or 'download'",

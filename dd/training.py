@@ -31,6 +31,20 @@ from dd.seeding import indexed_generator
 LossFn = Callable[[nn.Module, Tensor, torch.Generator], Tensor]
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether `precision` ("fp32", "bf16" or "auto") autocasts to bf16 on `device`.
+
+    "auto" asks for native bf16 only: any CUDA device of ours (H100, H200), or a CPU with AVX512-BF16 or AMX,
+    where oneDNN runs bf16 matrix products natively (1.3x faster student steps on our 2-core EPYC). Other CPUs
+    emulate bf16, 8x slower than fp32, so there "auto" means fp32.
+    """
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def learning_rate(step: int, config: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to 10% of the peak."""
     if step < config.warmup_steps:
@@ -62,8 +76,9 @@ def train(model: nn.Module, loss_fn: LossFn, num_examples: int, config: TrainCon
         model.compile()     # in place: the parameters and state-dict keys stay the model's own
     trained = nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
 
+    bf16 = uses_bf16(config.precision, device)
     started = time.time()
-    with progress_bar(description, config.train_steps, enabled=progress and rank == 0) as advance:
+    with progress_bar(f"{description} ({'bf16' if bf16 else 'fp32'})", config.train_steps, enabled=progress and rank == 0) as advance:
         advance(step)
         while step < config.train_steps:
             # Draw this step's global batch; this rank trains on its slice of it.
@@ -73,7 +88,7 @@ def train(model: nn.Module, loss_fn: LossFn, num_examples: int, config: TrainCon
             # Forward and backward, bf16 autocast on the matrix products.
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, config)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.use_bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = loss_fn(trained, indices, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -91,7 +106,7 @@ def train(model: nn.Module, loss_fn: LossFn, num_examples: int, config: TrainCon
             if step % config.log_every == 0 or step == config.train_steps:
                 log_rows.append({"step": step, "train/loss": loss.item(), "train/grad_norm": grad_norm.item(),
                                  "train/learning_rate": learning_rate(step - 1, config),
-                                 "train/examples": step * config.batch_size,
+                                 "train/examples": step * config.batch_size, "train/bf16": bf16,
                                  "train/seconds": round(time.time() - started, 2)})
             if rank == 0 and (step % config.checkpoint_every == 0 or step == config.train_steps):
                 _write_log(log_path, log_rows)

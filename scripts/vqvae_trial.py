@@ -50,7 +50,7 @@ def main() -> None:
     images = torch.from_numpy(train_set.images)                                        # (N, H, W, C) uint8
     train_config = TrainConfig(train_steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                                warmup_steps=20, weight_decay=0.0, ema_decay=0.0, checkpoint_every=args.steps,
-                               log_every=25, use_bf16=False, compile=False, seed=args.seed)
+                               log_every=25, precision="fp32", compile=False, seed=args.seed)
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as run_dir:

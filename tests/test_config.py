@@ -31,7 +31,7 @@ def test_unknown_key_is_named(params, key):
 @pytest.mark.parametrize("params, key", [
     ({"student": {"steps": "2"}}, "student.steps"),
     ({"pairs": {"num_pairs": 1.5}}, "pairs.num_pairs"),
-    ({"teacher": {"train": {"use_bf16": "yes"}}}, "teacher.train.use_bf16"),
+    ({"teacher": {"train": {"precision": True}}}, "teacher.train.precision"),
     ({"student": {"timesteps": 32}}, "student.timesteps"),
     ({"student": {"train": 3}}, "student.train"),
 ])
@@ -45,6 +45,8 @@ def test_invalid_values_are_rejected():
         config_from_dict({"student": {"steps": 3}})
     with pytest.raises(ConfigError, match="student.timesteps"):
         config_from_dict({"student": {"timesteps": [16, 32]}})
+    with pytest.raises(ConfigError, match="student.train.precision: use 'fp32', 'bf16' or 'auto'"):
+        config_from_dict({"student": {"train": {"precision": "fp16"}}})
 
 
 def test_config_is_frozen(tmp_path):

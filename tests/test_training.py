@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dd.config import TrainConfig
-from dd.training import learning_rate, train
+from dd.training import learning_rate, train, uses_bf16
 
 CONFIG = TrainConfig(train_steps=12, batch_size=4, learning_rate=0.05, warmup_steps=2, checkpoint_every=5,
                      log_every=2, ema_decay=0.9)
@@ -66,3 +66,18 @@ def test_training_seed_changes_the_batches(tmp_path):
     second = train(_model(), _loss(), len(DATA), type(CONFIG)(**other), tmp_path / "b", tmp_path / "b.jsonl", "f",
                    progress=False)
     assert not torch.equal(first.weight, second.weight)
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, False), (True, False, True), (False, True, True)])
+def test_auto_precision_uses_bf16_only_where_the_cpu_has_it(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert uses_bf16("auto", torch.device("cpu")) is expected
+    assert uses_bf16("auto", torch.device("cuda")) is True
+    assert uses_bf16("bf16", torch.device("cpu")) is True and uses_bf16("fp32", torch.device("cuda")) is False
+
+
+def test_log_records_the_precision_that_ran(tmp_path):
+    train(_model(), _loss(), len(DATA), CONFIG, tmp_path, tmp_path / "log.jsonl", "f", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert rows and all(row["train/bf16"] is False for row in rows)
