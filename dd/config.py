@@ -71,7 +71,7 @@ class TrainConfig:
     log_every: int = 25
     precision: str = "fp32"           # "fp32"; "bf16": autocast the matrix products (weights and optimizer stay
                                       # fp32); "auto": bf16 where the device has native bf16 (CUDA, or a CPU with
-                                      # AVX512-BF16 or AMX: 1.3x faster student steps on our 2-core EPYC), fp32
+                                      # AVX512-BF16 or AMX: 1.3x faster var-tiny steps on our 2-core EPYC), fp32
                                       # where it has not (bf16 there is emulated, 8x slower) (dd/training.py)
     compile: bool = False             # torch.compile the model: fuses the elementwise work around the matrix
                                       # products (1.25x faster steps on our 2-core CPUs, ~60 s of compiling)
