@@ -190,7 +190,7 @@ class Config:
             "pairs.shard_size": self.pairs.shard_size > 0 and self.pairs.num_pairs > 0,
             "student.timesteps (2 steps)": self.student.steps == 1 or len(self.student.timesteps) >= 2,
             **{f"{section}.train.precision": getattr(self, section).train.precision in PRECISIONS
-               for section in ("vqvae", "teacher", "student")},
+               for section in TRAINED_SECTIONS},
         }
         for key, ok in checks.items():
             if not ok:
@@ -198,9 +198,10 @@ class Config:
 
 
 PRECISIONS = ("fp32", "bf16", "auto")
+TRAINED_SECTIONS = ("vqvae", "teacher", "student")   # the sections with a `train` TrainConfig
 
 _HINTS = {
-    **{f"{section}.train.precision": "use 'fp32', 'bf16' or 'auto'" for section in ("vqvae", "teacher", "student")},
+    **{f"{section}.train.precision": "use 'fp32', 'bf16' or 'auto'" for section in TRAINED_SECTIONS},
     "student.steps": "use 1 or 2",
     "student.timesteps": "a list starting with 0 (the all-noise timestep), e.g. [0, 32]",
     "teacher.source": "use 'train' or 'download'",

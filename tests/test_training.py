@@ -1,4 +1,5 @@
 """The training loop: a killed run resumes to exactly the result of an uninterrupted one."""
+import dataclasses
 import json
 
 import pytest
@@ -77,7 +78,9 @@ def test_auto_precision_uses_bf16_only_where_the_cpu_has_it(monkeypatch, avx512_
     assert uses_bf16("bf16", torch.device("cpu")) is True and uses_bf16("fp32", torch.device("cuda")) is False
 
 
-def test_log_records_the_precision_that_ran(tmp_path):
-    train(_model(), _loss(), len(DATA), CONFIG, tmp_path, tmp_path / "log.jsonl", "f", progress=False)
+@pytest.mark.parametrize("precision, logged", [("fp32", False), ("bf16", True)])
+def test_log_records_the_precision_that_ran(tmp_path, precision, logged):
+    config = dataclasses.replace(CONFIG, precision=precision)
+    train(_model(), _loss(), len(DATA), config, tmp_path, tmp_path / "log.jsonl", "f", progress=False)
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert rows and all(row["train/bf16"] is False for row in rows)
+    assert rows and all(row["train/bf16"] is logged for row in rows)
