@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from dd.models.attention import attention
+
 
 def find_multiple(n: int, k: int) -> int:
     """Smallest multiple of k that is >= n."""
@@ -136,7 +138,7 @@ class Attention(nn.Module):
         q, k = apply_rope(q, rope), apply_rope(k, rope)
         if cache is None:
             # q and k cover the same window of positions, so the lower-triangular mask is right for any start.
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, S, D)
+            out = attention(q, k, v, causal=True)  # (B, H, S, D)
         else:
             k_all, v_all, pos, mask = cache
             k_all.index_copy_(2, pos, k)

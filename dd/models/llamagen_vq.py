@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from dd.models.attention import attention
 from dd.models.conv_blocks import Downsample, ResnetBlock, Upsample, group_norm, make_level, run_level
 
 # Length of the reference's code-usage record (a rolling window of recent training tokens). It is fixed,
@@ -73,7 +74,7 @@ class AttnBlock(nn.Module):
         h, w = x.shape[-2:]
         x_norm = self.norm(x)
         q, k, v = (rearrange(conv(x_norm), "b c h w -> b 1 (h w) c") for conv in (self.q, self.k, self.v))  # (B, 1, hw, C)
-        out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(C)) v, the reference's scale
+        out = attention(q, k, v)  # softmax(q k^T / sqrt(C)) v, the reference's scale
         return x + self.proj_out(rearrange(out, "b 1 (h w) c -> b c h w", h=h, w=w))
 
 

@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from dd.models.attention import attention
+
 
 @dataclass(frozen=True)
 class VARConfig:
@@ -150,7 +152,7 @@ class SelfAttention(nn.Module):
             k, v = k_all[:, :, :stop], v_all[:, :, :stop]  # (B, H, stop, D)
         # Softmax scale 1: the temperature is already in q (upstream self.scale = 1 when attn_l2_norm).
         mask = None if attn_bias is None else attn_bias.to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)  # (B, H, S, D)
+        out = attention(q, k, v, bias=mask, scale=1.0)  # (B, H, S, D)
         return self.proj(rearrange(out, "b h s d -> b s (h d)"))  # (B, S, C)
 
 

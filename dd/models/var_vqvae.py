@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from dd.models.attention import attention
 from dd.models.conv_blocks import Downsample, ResnetBlock, Upsample, group_norm, make_level, run_level
 
 
@@ -110,7 +111,7 @@ class AttnBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         q, k, v = rearrange(self.qkv(self.norm(x)), "b (three c) h w -> three b 1 (h w) c", three=3)  # (B, 1, hw, C)
-        out = F.scaled_dot_product_attention(q, k, v)  # scale C^-1/2, as the reference
+        out = attention(q, k, v)  # scale C^-1/2, as the reference
         return x + self.proj_out(rearrange(out, "b 1 (h w) c -> b c h w", h=h, w=w))
 
 
