@@ -1,4 +1,5 @@
 """The whole pipeline under DVC on tiny overrides: every stage runs and eval.json has the contract's fields."""
+import dataclasses
 import json
 import os
 import shutil
@@ -8,8 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
+
+from dd.models.var import VAR
+from dd.teachers import preset_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -133,3 +138,14 @@ def test_var_tiny_stages_under_dvc_on_tiny_params(tmp_path):
     rows = [json.loads(line) for line in lines if line.startswith("{")]
     assert [(row["cfg_scale"], row["top_k"]) for row in rows] == [(1.5, 16), (0.0, 0)]
     assert all(np.isfinite([row["teacher_fid"], row["onestep_fid"]]).all() for row in rows)
+
+    # scripts/teacher_sweep.py: a teacher of another depth trained on the stage's tokens, one line, its tokens saved
+    lines = _run([sys.executable, str(ROOT / "scripts" / "teacher_sweep.py"), "var-tiny", "--config",
+                  "depth=2,train_steps=4,log_every=2,checkpoint_every=2,compile=0", "--num-samples", "20",
+                  "--batch-size", "10", "--tokens-out", "sweep.pt"], tmp_path).splitlines()
+    [row] = [json.loads(line) for line in lines if line.startswith("{")]
+    depth_2 = VAR(dataclasses.replace(preset_config("var-tiny"), depth=2))
+    assert row["parameters_m"] == round(sum(p.numel() for p in depth_2.parameters()) / 1e6, 3)
+    assert row["step_ms"] > 0 and np.isfinite([row["teacher_fid"], row["onestep_fid"], row["test_nll_per_token"]]).all()
+    [saved] = torch.load(tmp_path / "sweep.pt")
+    assert saved["teacher"].shape == saved["onestep"].shape == (20, depth_2.config.num_tokens)

@@ -1,0 +1,127 @@
+"""Which next-scale teacher to train for the CPU time it costs: depth, batch, steps and learning rate.
+
+var-tiny's DD is judged against its teacher and against the onestep baseline drawn from that teacher's own
+marginals, so the teacher's quality bounds every DD row of eval.json. For each `--config` this trains a VAR
+teacher of that shape on the pipeline's tokenizer and train split (the teacher stage's loss: next-scale teacher
+forcing, class dropout), then prints one JSON line: its test NLL, its FID and the onestep FID under the
+params.yaml recipe (5,000 samples each, as scripts/recipe_sweep.py measures them), the milliseconds a warm
+training step took and the seconds of the whole config.
+A config names the VAR depth (width 64 x depth, as every VAR preset) and any field of the teacher's train
+params; unnamed fields keep params.yaml's values.
+
+Needs the data, classifier and tokenizer stages of TEACHER. Runs on the GPU where there is one, which trains a
+config in a minute or two; what the pipeline pays for it on the CPU is `step_ms` of a short CPU run of the same
+config (e.g. train_steps=150, --num-samples 500; the first logged interval, compiling, is left out).
+
+    python scripts/teacher_sweep.py var-tiny --config depth=3,batch_size=32,train_steps=3200 \\
+        --config depth=2,batch_size=64,train_steps=3200,learning_rate=0.004
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from dd.artifacts import Layout, compute_device, load_classifier, load_images, load_tokenizer
+from dd.config import load_config
+from dd.evaluation import frechet_distance, predict
+from dd.models.var import VAR
+from dd.sampling import TokenMarginals, run_sampler, sample_onestep
+from dd.teachers import preset_config
+from dd.training import train
+from pipeline.sample import teacher_sampler
+from pipeline.teacher import _nll, _next_scale_forcing
+
+
+def parse_config(text: str) -> dict:
+    """'depth=2,batch_size=64' -> {'depth': 2, 'batch_size': 64}: ints where they parse, else floats."""
+    pairs = [item.split("=") for item in text.split(",")]
+    if any(len(pair) != 2 for pair in pairs):
+        raise SystemExit(f"--config {text!r}: expected key=value pairs separated by commas")
+    return {key: int(value) if value.lstrip("-").isdigit() else float(value) for key, value in pairs}
+
+
+def steady_step_ms(log_rows: list[dict]) -> float | None:
+    """Milliseconds a training step takes once warm: from the training log, leaving out the first logged
+    interval (which holds torch.compile's compiling). None for runs too short to log twice."""
+    if len(log_rows) < 2:
+        return None
+    first, last = log_rows[0], log_rows[-1]
+    return round(1000 * (last["train/seconds"] - first["train/seconds"]) / (last["step"] - first["step"]), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("teacher", help="a next-scale teacher of params.yaml `teachers`, e.g. var-tiny")
+    parser.add_argument("--config", action="append", required=True, type=parse_config,
+                        metavar="depth=D,KEY=VALUE,...", help="a teacher to train; repeat for each")
+    parser.add_argument("--num-samples", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, default=500, help="sampling batch")
+    parser.add_argument("--seed", type=int, default=2, help="the teacher's noise; onestep's is seed + 1")
+    parser.add_argument("--data", type=Path, default=Path("data"), help="the pipeline's data folder")
+    parser.add_argument("--tokens-out", type=Path, help="also save each config's teacher and onestep tokens here")
+    args = parser.parse_args()
+
+    config, layout, device = load_config(teacher=args.teacher), Layout(args.teacher, args.data), compute_device()
+    tokenizer, classifier = load_tokenizer(layout, device), load_classifier(layout)
+    train_set, test_set = load_images(layout, "train"), load_images(layout, "test")
+    tokens = tokenizer.encode(train_set.images).to(device)                                  # (N, L)
+    labels = torch.from_numpy(train_set.labels).long().to(device)                           # (N,)
+    held_out = slice(0, config.teacher.nll_images or None)
+    test_tokens = tokenizer.encode(test_set.images[held_out]).to(device)
+    test_labels = torch.from_numpy(test_set.labels[held_out]).long().to(device)
+    real_features, _ = predict(classifier, test_set.images)
+    num_classes = preset_config(args.teacher).num_classes
+    run = functools.partial(run_sampler, indices=range(args.num_samples), num_tokens=tokenizer.num_tokens,
+                            code_dim=tokenizer.codebook.shape[1], num_classes=num_classes,
+                            batch_size=args.batch_size, progress=False)
+
+    def fid(sampled: torch.Tensor) -> float:
+        return frechet_distance(real_features, predict(classifier, tokenizer.decode(sampled))[0])
+
+    saved = []
+    for overrides in args.config:
+        depth = int(overrides.pop("depth", preset_config(args.teacher).depth))
+        train_config = dataclasses.replace(config.teacher.train, **{"compile": device.type == "cpu", **overrides})
+        start = time.perf_counter()
+        torch.manual_seed(train_config.seed)
+        model = VAR(dataclasses.replace(preset_config(args.teacher), depth=depth)).to(device)
+        null_class, (_, forward) = model.config.num_classes, _next_scale_forcing(model, tokenizer)
+
+        def loss_fn(model, indices, generator):   # the teacher stage's loss (pipeline/teacher.py)
+            dropped = (torch.rand(len(indices), generator=generator) < config.teacher.class_dropout).to(device)
+            batch_labels = torch.where(dropped, null_class, labels[indices])
+            logits = forward(model, batch_labels, tokens[indices])                      # (B, L, V)
+            return F.cross_entropy(logits.flatten(0, 1).float(), tokens[indices].flatten())
+
+        with tempfile.TemporaryDirectory() as run_dir:
+            log_path = Path(run_dir) / "log.jsonl"
+            ema = train(model, loss_fn, len(tokens), train_config, Path(run_dir), log_path, "sweep",
+                        f"depth {depth}", progress=False)
+            step_ms = steady_step_ms([json.loads(line) for line in log_path.read_text().splitlines()])
+        train_seconds = time.perf_counter() - start
+        nll = _nll(forward, ema, test_tokens, test_labels)
+        sampled, sample_labels = run(teacher_sampler(ema, tokenizer, config.recipe), seed=args.seed, device=device)
+        marginals = TokenMarginals.from_samples(sampled, sample_labels, num_classes, tokenizer.codebook_size)
+        onestep, _ = run(functools.partial(sample_onestep, marginals), seed=args.seed + 1)
+        if args.tokens_out:   # before the FIDs, so that they can be recomputed elsewhere
+            saved.append({"depth": depth, **overrides, "teacher": sampled.to(torch.int16), "labels": sample_labels,
+                          "onestep": onestep.to(torch.int16), "test_nll_per_token": nll, "train_seconds": train_seconds})
+            torch.save(saved, args.tokens_out)
+        teacher_fid, onestep_fid = fid(sampled), fid(onestep)
+        print(json.dumps({"depth": depth, **overrides, "parameters_m": round(sum(p.numel() for p in ema.parameters()) / 1e6, 3),
+                          "test_nll_per_token": round(nll, 4), "teacher_fid": round(teacher_fid, 2),
+                          "onestep_fid": round(onestep_fid, 2), "teacher_over_onestep": round(teacher_fid / onestep_fid, 3),
+                          "step_ms": step_ms, "train_seconds": round(train_seconds, 1), "seconds": round(time.perf_counter() - start, 1),
+                          "device": device.type}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
