@@ -70,7 +70,8 @@ def train_here(config: Config, layout: Layout, progress: bool = True) -> dict:
         logits = forward(model, batch_labels, tokens[indices])                          # (B, L, V)
         return F.cross_entropy(logits.flatten(0, 1).float(), tokens[indices].flatten())
 
-    run_fingerprint = fingerprint(config.tokenizer, config.teacher, config.data, layout.teacher)
+    # The model's shape too: a checkpoint of another depth (a preset edited) must not be resumed into this one.
+    run_fingerprint = fingerprint(config.tokenizer, config.teacher, config.data, layout.teacher, model.config)
     ema = train(model, loss_fn, len(tokens), config.teacher.train, layout.teacher_dir,
                 layout.metrics_dir / "teacher_log.jsonl", run_fingerprint, f"teacher {layout.teacher}", progress)
     # A subset: all 10,000 test images took 52 s of a 40-minute run; blocks of 2,000 gave 1.266-1.294 nats

@@ -113,15 +113,16 @@ def main() -> None:
         onestep, _ = run(functools.partial(sample_onestep, marginals), seed=args.seed + 1)
         if args.tokens_out:   # before the FIDs, so that they can be recomputed elsewhere
             saved.append({"depth": depth, **overrides, "teacher": sampled.to(torch.int16), "labels": sample_labels,
-                          "onestep": onestep.to(torch.int16), "test_nll_per_token": nll, "train_seconds": train_seconds})
+                          "onestep": onestep.to(torch.int16), "test_nll_per_token": nll})
             torch.save(saved, args.tokens_out)
         teacher_fid, onestep_fid = fid(sampled), fid(onestep)
-        print(json.dumps({"depth": depth, **overrides, "parameters_m": round(sum(p.numel() for p in ema.parameters()) / 1e6, 3),
+        parameters = sum(p.numel() for p in ema.parameters())
+        print(json.dumps({"depth": depth, **overrides, "parameters_m": round(parameters / 1e6, 3),
                           "test_nll_per_token": round(nll, 4), "teacher_fid": round(teacher_fid, 2),
-                          "onestep_fid": round(onestep_fid, 2), "teacher_over_onestep": round(teacher_fid / onestep_fid, 3),
-                          "step_ms": step_ms, "train_seconds": round(train_seconds, 1), "seconds": round(time.perf_counter() - start, 1),
+                          "onestep_fid": round(onestep_fid, 2),
+                          "teacher_over_onestep": round(teacher_fid / onestep_fid, 3), "step_ms": step_ms,
+                          "train_seconds": round(train_seconds, 1), "seconds": round(time.perf_counter() - start, 1),
                           "device": device.type}), flush=True)
-
 
 if __name__ == "__main__":
     main()

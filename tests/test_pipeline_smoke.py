@@ -140,12 +140,14 @@ def test_var_tiny_stages_under_dvc_on_tiny_params(tmp_path):
     assert all(np.isfinite([row["teacher_fid"], row["onestep_fid"]]).all() for row in rows)
 
     # scripts/teacher_sweep.py: a teacher of another depth trained on the stage's tokens, one line, its tokens saved
+    other_depth = preset_config("var-tiny").depth + 1
     lines = _run([sys.executable, str(ROOT / "scripts" / "teacher_sweep.py"), "var-tiny", "--config",
-                  "depth=2,train_steps=4,log_every=2,checkpoint_every=2,compile=0", "--num-samples", "20",
+                  f"depth={other_depth},train_steps=4,log_every=2,checkpoint_every=2,compile=0", "--num-samples", "20",
                   "--batch-size", "10", "--tokens-out", "sweep.pt"], tmp_path).splitlines()
     [row] = [json.loads(line) for line in lines if line.startswith("{")]
-    depth_2 = VAR(dataclasses.replace(preset_config("var-tiny"), depth=2))
-    assert row["parameters_m"] == round(sum(p.numel() for p in depth_2.parameters()) / 1e6, 3)
+    deeper = VAR(dataclasses.replace(preset_config("var-tiny"), depth=other_depth))
+    assert row["depth"] == other_depth
+    assert row["parameters_m"] == round(sum(p.numel() for p in deeper.parameters()) / 1e6, 3)
     assert row["step_ms"] > 0 and np.isfinite([row["teacher_fid"], row["onestep_fid"], row["test_nll_per_token"]]).all()
     [saved] = torch.load(tmp_path / "sweep.pt")
-    assert saved["teacher"].shape == saved["onestep"].shape == (20, depth_2.config.num_tokens)
+    assert saved["teacher"].shape == saved["onestep"].shape == (20, deeper.config.num_tokens)

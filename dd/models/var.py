@@ -303,7 +303,7 @@ class VAR(nn.Module):
 
 PRESETS: dict[str, VARConfig] = {
     # Small enough to train and sample on a CPU; the embedded default: 130 tokens ending in an 8x8 map.
-    "var-tiny": VARConfig(depth=3, vocab_size=256, code_dim=8, num_classes=10, patch_nums=(1, 2, 3, 4, 6, 8)),
+    "var-tiny": VARConfig(depth=2, vocab_size=256, code_dim=8, num_classes=10, patch_nums=(1, 2, 3, 4, 6, 8)),
     # Published ImageNet 256px sizes (16x16 final map, 680 tokens): 310.28M, 600.92M, 1033.40M, 2010.02M
     # parameters (nn.Parameters only, as upstream train.py counts them).
     "var-d16": VARConfig(depth=16),
