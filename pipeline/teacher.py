@@ -49,6 +49,18 @@ def _next_scale_forcing(model, tokenizer) -> tuple[int, TeacherForcing]:
     return model.config.num_tokens, lambda model, labels, tokens: model(labels, tokenizer.next_scale_inputs(tokens))
 
 
+def forcing_loss(forward: TeacherForcing, tokens: Tensor, labels: Tensor, null_class: int, class_dropout: float):
+    """The teacher's training loss over all N examples, tokens (N, L) and labels (N,), as dd.training's LossFn:
+    cross-entropy of teacher forcing over every token, each label replaced by the null class with probability
+    class_dropout (for classifier-free guidance)."""
+    def loss_fn(model, indices, generator):
+        dropped = (torch.rand(len(indices), generator=generator) < class_dropout).to(labels.device)
+        batch_labels = torch.where(dropped, null_class, labels[indices])
+        logits = forward(model, batch_labels, tokens[indices])                          # (B, L, V)
+        return F.cross_entropy(logits.flatten(0, 1).float(), tokens[indices].flatten())
+    return loss_fn
+
+
 def train_here(config: Config, layout: Layout, progress: bool = True) -> dict:
     tokenizer = load_tokenizer(layout)
     train_set, test_set = load_images(layout, "train"), load_images(layout, "test")
@@ -61,15 +73,7 @@ def train_here(config: Config, layout: Layout, progress: bool = True) -> dict:
         raise ValueError(f"preset {layout.teacher} expects {model.config.vocab_size} codes x {num_tokens} tokens; "
                          f"the tokenizer makes {tokenizer.codebook_size} x {tokenizer.num_tokens}: match the "
                          "tokenizer's params (tokenizer.*, vqvae.preset) to the preset")
-    null_class = model.config.num_classes
-
-    def loss_fn(model, indices, generator):
-        # Replace labels by the null class with probability class_dropout, for classifier-free guidance.
-        dropped = torch.rand(len(indices), generator=generator) < config.teacher.class_dropout
-        batch_labels = torch.where(dropped, null_class, labels[indices])
-        logits = forward(model, batch_labels, tokens[indices])                          # (B, L, V)
-        return F.cross_entropy(logits.flatten(0, 1).float(), tokens[indices].flatten())
-
+    loss_fn = forcing_loss(forward, tokens, labels, model.config.num_classes, config.teacher.class_dropout)
     # The model's shape too: a checkpoint of another depth (a preset edited) must not be resumed into this one.
     run_fingerprint = fingerprint(config.tokenizer, config.teacher, config.data, layout.teacher, model.config)
     ema = train(model, loss_fn, len(tokens), config.teacher.train, layout.teacher_dir,

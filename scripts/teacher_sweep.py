@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from dd.artifacts import Layout, compute_device, load_classifier, load_images, load_tokenizer
 from dd.config import load_config
@@ -37,7 +36,7 @@ from dd.sampling import TokenMarginals, run_sampler, sample_onestep
 from dd.teachers import preset_config
 from dd.training import train
 from pipeline.sample import teacher_sampler
-from pipeline.teacher import _nll, _next_scale_forcing
+from pipeline.teacher import _nll, _next_scale_forcing, forcing_loss
 
 
 def parse_config(text: str) -> dict:
@@ -93,14 +92,8 @@ def main() -> None:
         start = time.perf_counter()
         torch.manual_seed(train_config.seed)
         model = VAR(dataclasses.replace(preset_config(args.teacher), depth=depth)).to(device)
-        null_class, (_, forward) = model.config.num_classes, _next_scale_forcing(model, tokenizer)
-
-        def loss_fn(model, indices, generator):   # the teacher stage's loss (pipeline/teacher.py)
-            dropped = (torch.rand(len(indices), generator=generator) < config.teacher.class_dropout).to(device)
-            batch_labels = torch.where(dropped, null_class, labels[indices])
-            logits = forward(model, batch_labels, tokens[indices])                      # (B, L, V)
-            return F.cross_entropy(logits.flatten(0, 1).float(), tokens[indices].flatten())
-
+        _, forward = _next_scale_forcing(model, tokenizer)
+        loss_fn = forcing_loss(forward, tokens, labels, model.config.num_classes, config.teacher.class_dropout)
         with tempfile.TemporaryDirectory() as run_dir:
             log_path = Path(run_dir) / "log.jsonl"
             ema = train(model, loss_fn, len(tokens), train_config, Path(run_dir), log_path, "sweep",
@@ -123,6 +116,7 @@ def main() -> None:
                           "teacher_over_onestep": round(teacher_fid / onestep_fid, 3), "step_ms": step_ms,
                           "train_seconds": round(train_seconds, 1), "seconds": round(time.perf_counter() - start, 1),
                           "device": device.type}), flush=True)
+
 
 if __name__ == "__main__":
     main()
