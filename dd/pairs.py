@@ -5,17 +5,20 @@ Pair i is (noise_i, tokens_i, label_i): noise_i ~ N(0, I) of shape (L, d) from t
 the teacher's loop in which each token is the flow map of its own noise under the teacher's recipe
 distribution given the tokens before it (`sequence_map`, raster order) or given the coarser scales
 (`scale_sequence_map`, next scale). Pair i depends only on (params, i), never on the batch it was computed in,
-so shards can be split across processes (torchrun) without changing a byte.
+so shards can be split across processes (torchrun) without changing a byte, and a pair set can grow (or
+shrink) by changing num_pairs alone: the shards whose range is unchanged are kept.
 
 On disk: webdataset tars of `shard_size` pairs (members KEY.noise.npy float32 (L, d), KEY.tokens.npy int16
 (L,), KEY.cls), written to a temporary name and renamed when complete, plus manifest.json (counts, sha256 of
-every shard, the params fingerprint) written last. A rerun keeps complete shards made under the same params
-and redoes the rest; readers accept only shards listed in the manifest with a matching checksum.
+every shard, the params fingerprint) written last. A rerun keeps complete shards made under the same
+fingerprint (everything that changes a pair's bytes: teacher, recipe, flow, seed, shard_size; not num_pairs
+or batch_size) and redoes the rest; readers accept only shards listed in the manifest with a matching checksum.
 """
 from __future__ import annotations
 
 import io
 import json
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -86,9 +89,10 @@ def write_pairs(pair_map: PairMap, num_tokens: int, code_dim: int, num_classes: 
     pair_map runs on `device`; noise (num_tokens, code_dim) per pair is drawn on the CPU and moved there."""
     out_dir = Path(out_dir)
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    _claim(out_dir, fingerprint, rank)
     num_shards = -(-config.num_pairs // config.shard_size)
-    mine = [s for s in range(num_shards) if s % world_size == rank and not (out_dir / shard_name(s)).exists()]
+    _claim(out_dir, fingerprint, num_shards, rank)
+    mine = [s for s in range(num_shards)
+            if s % world_size == rank and not _is_complete(out_dir / shard_name(s), len(_shard_range(s, config)))]
 
     with progress_bar(f"pairs (rank {rank})", sum(_shard_range(s, config).stop - _shard_range(s, config).start for s in mine),
                       enabled=progress) as advance:
@@ -149,21 +153,34 @@ def _shard_range(shard: int, config: PairsConfig) -> range:
     return range(shard * config.shard_size, min((shard + 1) * config.shard_size, config.num_pairs))
 
 
-def _claim(out_dir: Path, fingerprint: str, rank: int) -> None:
-    """Keep shards only if they were made under the same params; otherwise clear them before writing."""
+def _claim(out_dir: Path, fingerprint: str, num_shards: int, rank: int) -> None:
+    """Keep shards only if they were made under the same fingerprint, and only those of the first num_shards.
+
+    The manifest goes too (it is rewritten once every shard exists): until then the set counts as incomplete.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "params_fingerprint.txt"
     if rank == 0:
         previous = state_path.read_text().strip() if state_path.exists() else None
+        shards = sorted(out_dir.glob("pairs-*.tar"))
+        stale = shards if previous != fingerprint else [p for p in shards if p.name >= shard_name(num_shards)]
+        if stale:
+            reason = "were made with other params" if previous != fingerprint else "lie past num_pairs"
+            print(f"{out_dir}: {len(stale)} shards {reason}; removing them")
+        for path in stale + sorted(out_dir.glob(MANIFEST)):
+            path.unlink()
         if previous != fingerprint:
-            stale = sorted(out_dir.glob("pairs-*.tar")) + sorted(out_dir.glob(MANIFEST))
-            if stale:
-                print(f"{out_dir}: {len(stale)} files were made with other params; regenerating")
-            for path in stale:
-                path.unlink()
             atomic_write(state_path, lambda tmp: tmp.write_text(fingerprint + "\n"))
     if dist.is_initialized():
         dist.barrier()
+
+
+def _is_complete(path: Path, count: int) -> bool:
+    """The shard exists and holds `count` pairs (a last shard written for a smaller num_pairs holds fewer)."""
+    if not path.exists():
+        return False
+    with tarfile.open(path) as tar:
+        return sum(name.endswith(".cls") for name in tar.getnames()) == count
 
 
 def _write_tar(path: Path, samples: list[dict]) -> None:

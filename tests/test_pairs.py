@@ -17,8 +17,8 @@ def _write_with(folder, teacher, codebook, recipe, flow, config, fingerprint):
                        fingerprint, progress=False)
 
 
-def _write(folder, batch_size=8, fingerprint="params-a"):
-    config = PairsConfig(num_pairs=20, shard_size=8, batch_size=batch_size, seed=3)
+def _write(folder, batch_size=8, fingerprint="params-a", num_pairs=20):
+    config = PairsConfig(num_pairs=num_pairs, shard_size=8, batch_size=batch_size, seed=3)
     return _write_with(folder, micro_teacher(), micro_codebook(), RECIPE, FLOW, config, fingerprint)
 
 
@@ -57,6 +57,21 @@ def test_other_params_regenerate(tmp_path):
     kept = (tmp_path / shard_name(0)).stat().st_mtime_ns
     _write(tmp_path, fingerprint="params-b")
     assert (tmp_path / shard_name(0)).stat().st_mtime_ns != kept
+
+
+def test_a_grown_or_shrunk_set_keeps_the_shards_whose_range_is_unchanged(tmp_path):
+    _write(tmp_path, num_pairs=20)                                           # shards of 8, 8, 4 pairs
+    kept = (tmp_path / shard_name(1)).stat().st_mtime_ns
+    manifest = _write(tmp_path, num_pairs=30)                                # 8, 8, 8, 6: shard 2 is redone
+    assert (tmp_path / shard_name(1)).stat().st_mtime_ns == kept
+    assert [s["count"] for s in manifest["shards"]] == [8, 8, 8, 6]
+    _write(tmp_path / "fresh", num_pairs=30)
+    assert _shard_bytes(tmp_path) == _shard_bytes(tmp_path / "fresh")
+    manifest = _write(tmp_path, num_pairs=12)                                # 8, 4: shards 2 and 3 are removed
+    assert [s["count"] for s in manifest["shards"]] == [8, 4]
+    assert sorted(_shard_bytes(tmp_path)) == [shard_name(0), shard_name(1)]
+    noise, tokens, labels = read_pairs(tmp_path)
+    assert torch.equal(tokens, read_pairs(tmp_path / "fresh")[1][:12])
 
 
 def test_corrupt_shard_is_refused_and_left_alone(tmp_path):
