@@ -43,6 +43,8 @@ class Layout:
 
     # Per teacher.
     @property
+    def params_dir(self) -> Path: return self.data_root / self.teacher / "params"
+    @property
     def tokenizer_dir(self) -> Path: return self.data_root / self.teacher / "tokenizer"
     @property
     def teacher_dir(self) -> Path: return self.data_root / self.teacher / "teacher"

@@ -89,6 +89,8 @@ def _teacher_command(stage: str, summary: str):
     app.command(name=stage.replace("_", "-"))(command)
 
 
+_teacher_command("resolve", "Write the params each of the teacher's stages reads, after presets and overrides, to "
+                            "data/<teacher>/params/<stage>.json: the files dvc.yaml makes each stage depend on.")
 _teacher_command("tokenizer", "Fit the teacher's VQ tokenizer on the train split, or download a published teacher's "
                               "VQ (tokenizer.source; tokenizer.*).")
 _teacher_command("teacher", "Train the AR teacher (teacher.*; rerun the same command to resume), or download the "

@@ -217,6 +217,33 @@ _HINTS = {
 }
 
 
+# The resolved params each per-teacher stage reads, by dotted key. `dd resolve TEACHER` writes them to
+# data/<teacher>/params/<stage>.json after presets and overrides (resolve below), and each stage in dvc.yaml
+# depends on its own file rather than on the whole `overrides.<teacher>` entry: a change to one teacher's
+# override (or to a preset's recipe) reruns exactly the stages whose resolved params changed.
+STAGE_PARAMS: dict[str, tuple[str, ...]] = {
+    "tokenizer": ("data", "tokenizer", "vqvae"),
+    "teacher": ("data", "tokenizer", "teacher"),                   # its resume fingerprint covers all three
+    "pairs": ("recipe", "flow", "pairs"),
+    "student": ("student.timesteps", "student.target_width", "student.train"),
+    "sample": ("recipe", "sample", "tokenizer.source"),
+    "sample_dd": ("student.steps", "student.timesteps", "sample"),
+    "latency": ("latency", "recipe", "student.steps", "student.timesteps", "sample.skip_tokens"),
+    "evaluate": ("data.source", "classifier.feature_dim", "tokenizer.source", "evaluate", "student.steps",
+                 "sample.skip_tokens"),
+}
+
+
+def stage_params(config: Config, stage: str) -> dict:
+    """{dotted key: value} of the params `stage` reads (STAGE_PARAMS), from a resolved config."""
+    def lookup(key: str):
+        value = to_dict(config)
+        for part in key.split("."):
+            value = value[part]
+        return value
+    return {key: lookup(key) for key in STAGE_PARAMS[stage]}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Loading and validation
 # ---------------------------------------------------------------------------------------------------------

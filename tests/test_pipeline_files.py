@@ -1,10 +1,11 @@
 """dvc.yaml, params.yaml and the code agree: stage outputs, stage modules and params sections."""
+import dataclasses
 from pathlib import Path
 
 import yaml
 
 from dd.artifacts import Layout
-from dd.config import Config
+from dd.config import STAGE_PARAMS, Config, resolve, stage_params
 
 DVC = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]
 
@@ -32,21 +33,40 @@ def test_every_stage_has_a_pipeline_module_and_known_params():
         assert Path(f"pipeline/{stage}.py").exists(), stage
         for param in body.get("params", []):
             assert param.split(".")[0] in sections, (stage, param)
+    for stage, keys in STAGE_PARAMS.items():
+        for key in keys:
+            stage_params(Config(), stage)                            # every dotted key names a field
 
 
-def test_student_steps_reruns_only_sampling_latency_and_evaluation():
-    """`dvc exp run -S student.steps=2` must not retrain anything: only these stages read student.steps."""
-    readers = {stage for stage, body in DVC.items()
-               if any(p in ("student", "student.steps") for p in body.get("do", body).get("params", []))}
-    assert readers == {"sample_dd", "latency", "evaluate"}
-
-
-def test_a_teachers_stages_track_its_own_overrides_only():
-    """Tuning overrides.var-tiny must not rerun llamagen-tiny's stages, and every listed teacher needs an entry."""
-    for stage, body in DVC.items():
-        if "foreach" in body:
-            params = body["do"]["params"]
-            assert "overrides.${item}" in params and "overrides" not in params, stage
+def test_each_teacher_stage_depends_on_its_resolved_params_only():
+    """Only `resolve` reads params.yaml (with the teacher's own overrides entry); every other per-teacher stage
+    depends on its own data/<teacher>/params/<stage>.json, so it reruns only when its resolved values change."""
+    per_teacher = {stage for stage, body in DVC.items() if "foreach" in body}
+    assert per_teacher == set(STAGE_PARAMS) | {"resolve"}
+    assert DVC["resolve"]["do"]["outs"] == [str(Layout("${item}").params_dir)]
+    assert "overrides.${item}" in DVC["resolve"]["do"]["params"]
+    for stage in STAGE_PARAMS:
+        body = DVC[stage]["do"]
+        assert "params" not in body, stage
+        assert str(Layout("${item}").params_dir / f"{stage}.json") in body["deps"], stage
     params = yaml.safe_load(Path("params.yaml").read_text())
     assert set(params["teachers"]) <= set(params["overrides"])
     assert {"llamagen-tiny", "var-tiny"} <= set(params["overrides"])   # dvc exp run -S teachers='[llamagen-tiny,var-tiny]'
+
+
+def test_student_steps_reruns_only_sampling_latency_and_evaluation():
+    """`dvc exp run -S student.steps=2` must not retrain anything: only these stages' resolved params change."""
+    base = Config()
+    two_steps = dataclasses.replace(base, student=dataclasses.replace(base.student, steps=2))
+    changed = {stage for stage in STAGE_PARAMS if stage_params(base, stage) != stage_params(two_steps, stage)}
+    assert changed == {"sample_dd", "latency", "evaluate"}
+
+
+def test_an_override_changes_the_resolved_params_of_the_stages_that_read_it_only():
+    data = yaml.safe_load(Path("params.yaml").read_text())
+    before = {stage: stage_params(resolve(data, "var-tiny"), stage) for stage in STAGE_PARAMS}
+    data["overrides"]["var-tiny"]["student"]["train"]["train_steps"] = 9
+    after = {stage: stage_params(resolve(data, "var-tiny"), stage) for stage in STAGE_PARAMS}
+    assert {stage for stage in STAGE_PARAMS if before[stage] != after[stage]} == {"student"}
+    assert after["student"]["student.train"]["train_steps"] == 9
+    assert stage_params(resolve(data, "llamagen-tiny"), "student")["student.train"]["train_steps"] != 9
