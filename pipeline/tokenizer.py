@@ -58,7 +58,8 @@ def vqvae(config: Config, layout: Layout, progress: bool = True) -> dict:
     preset = config.vqvae.preset
     vqvae_config = _checked_vqvae_config(preset, layout.teacher, train_set.images.shape[1:])
     (layout.tokenizer_dir / SIDECAR).unlink(missing_ok=True)          # until the new weights are saved
-    run_fingerprint = fingerprint(config.vqvae, config.data, layout.teacher)
+    # The preset's architecture too: a checkpoint of another shape (an edited preset) is not resumed.
+    run_fingerprint = fingerprint(config.vqvae, config.data, layout.teacher, vqvae_config)
     trained = train_vqvae(vqvae_config, torch.from_numpy(train_set.images), config.vqvae.train,
                           config.vqvae.commitment, config.vqvae.seed, layout.tokenizer_dir,
                           layout.tokenizer_dir / "train_log.jsonl", run_fingerprint, f"tokenizer {layout.teacher}",
