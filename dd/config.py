@@ -236,8 +236,10 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
 
 def stage_params(config: Config, stage: str) -> dict:
     """{dotted key: value} of the params `stage` reads (STAGE_PARAMS), from a resolved config."""
+    resolved = to_dict(config)
+
     def lookup(key: str):
-        value = to_dict(config)
+        value = resolved
         for part in key.split("."):
             value = value[part]
         return value
