@@ -1,10 +1,15 @@
 """VAR's multi-scale VQVAE as the pipeline's tokenizer: its training loss (straight-through, commitment and
 codebook terms) and the tokenizer interface it is loaded behind."""
+import dataclasses
+
 import numpy as np
 import torch
 
+import pipeline.tokenizer
 from dd.artifacts import Layout, load_tokenizer
 from dd.checkpoint import save_weights
+from dd.config import resolve
+from dd.data import ImageSet
 from dd.models.var_vqvae import PRESETS, MultiScaleVQVAE
 from dd.var_tokenizer import MultiScaleTokenizer, initialise_codebook, scale_usage, to_pixels, vqvae_loss
 
@@ -111,3 +116,27 @@ def test_tokenizer_saves_loads_and_decodes_partial_scales(tmp_path):
         assert not np.array_equal(partial, whole)
     usage = scale_usage(tokenizer, tokens)
     assert len(usage["codebook_usage_per_scale"]) == 6 and usage["codebook_usage_per_scale"][0] <= 5 / 256
+
+
+def test_the_vqvae_stage_starts_afresh_when_the_preset_architecture_changes(tmp_path, monkeypatch, capsys):
+    """The run fingerprint covers the preset's architecture: a checkpoint of the old shape is not resumed into
+    the new one (which would fail to load), and the new run starts at step 0."""
+    layout = Layout("var-tiny", data_root=tmp_path / "data", metrics_root=tmp_path / "metrics")
+    for split, seed in (("train", 0), ("test", 1)):
+        ImageSet(images(8, seed), np.zeros(8, dtype=np.int64), ("box",)).save(layout.dataset_dir / f"{split}.npz")
+    short = {"train_steps": 2, "batch_size": 4, "checkpoint_every": 1, "compile": False}
+    config = resolve({"overrides": {"var-tiny": {"vqvae": {"preset": "vae-tiny", "train": short}}}}, "var-tiny")
+
+    pipeline.tokenizer.vqvae(config, layout, progress=False)
+    first = torch.load(layout.tokenizer_dir / "checkpoint.pt", weights_only=True)
+    assert first["step"] == 2
+
+    wider = dataclasses.replace(TINY, ch_mult=(1, 2, 2))
+    monkeypatch.setitem(pipeline.tokenizer.VQVAE_PRESETS, "vae-tiny", wider)
+    capsys.readouterr()
+    pipeline.tokenizer.vqvae(config, layout, progress=False)
+    assert "starting this training afresh" in capsys.readouterr().out
+    second = torch.load(layout.tokenizer_dir / "checkpoint.pt", weights_only=True)
+    assert second["fingerprint"] != first["fingerprint"]
+    assert second["step"] == 2 and any(second["model"][key].shape != value.shape
+                                       for key, value in first["model"].items())
