@@ -129,10 +129,10 @@ class Attention(nn.Module):
         self.wo = nn.Linear(config.dim, config.dim, bias=False)
 
     def forward(self, x: Tensor, rope: Tensor, cache: tuple[Tensor, Tensor, Tensor, Tensor] | None = None) -> Tensor:
-        """Causal attention over x alone, or (cache given) over the cached positions selected by its mask.
+        """Causal attention over x alone, or (cache given) over the cached positions its bias leaves visible.
 
-        cache = (k_layer (B, H, L, D), v_layer (B, H, L, D), pos (1,), mask (1, slots)): k/v of x are written at
-        pos; attention reads the first `slots` cache positions.
+        cache = (k_layer (B, H, L, D), v_layer (B, H, L, D), pos (1,), bias (1, slots), 0 or -inf): k/v of x are
+        written at pos; attention reads the first `slots` cache positions.
         """
         q, k, v = rearrange(self.wqkv(x), "b s (three h d) -> three b h s d", three=3, h=self.n_head)  # (B, H, S, D)
         q, k = apply_rope(q, rope), apply_rope(k, rope)
@@ -140,15 +140,11 @@ class Attention(nn.Module):
             # q and k cover the same window of positions, so the lower-triangular mask is right for any start.
             out = attention(q, k, v, causal=True)  # (B, H, S, D)
         else:
-            k_all, v_all, pos, mask = cache
+            k_all, v_all, pos, bias = cache
             k_all.index_copy_(2, pos, k)
             v_all.index_copy_(2, pos, v)
-            # One query per row: plain matmul-softmax-matmul. (PyTorch's CPU flash kernel spent 6 ms per call
-            # on this shape, 40% of a tiny teacher's sampling time; on CUDA both lower to the same few kernels.)
-            slots = mask.shape[-1]
-            scores = torch.einsum("bhqd,bhkd->bhqk", q, k_all[:, :, :slots]) / q.shape[-1] ** 0.5  # (B, H, 1, slots)
-            weights = scores.masked_fill(~mask, float("-inf")).softmax(-1)
-            out = torch.einsum("bhqk,bhkd->bhqd", weights, v_all[:, :, :slots])  # (B, H, 1, D)
+            slots = bias.shape[-1]
+            out = attention(q, k_all[:, :, :slots], v_all[:, :, :slots], bias=bias)  # (B, H, 1, D)
         return self.wo(rearrange(out, "b h s d -> b s (h d)"))  # (B, S, C)
 
 
@@ -246,9 +242,10 @@ class GPT(nn.Module):
         idx = pos.reshape(1)  # (1,)
         rope = self.rope.index_select(0, idx)  # (1, D/2, 2)
         num_slots = self.config.max_seq_len if num_visible is None else num_visible
-        mask = (torch.arange(num_slots, device=pos.device) <= pos)[None]  # (1, slots): slots written so far
+        unwritten = torch.arange(num_slots, device=pos.device) > pos  # (slots,): slots not written yet
+        bias = torch.zeros(1, num_slots, dtype=cache.k.dtype, device=pos.device).masked_fill(unwritten, float("-inf"))
         for i, layer in enumerate(self.layers):
-            h = layer(h, rope, (cache.k[i], cache.v[i], idx, mask))  # (B, 1, C)
+            h = layer(h, rope, (cache.k[i], cache.v[i], idx, bias))  # (B, 1, C)
         return self.norm(h)  # (B, 1, C)
 
     def logits(self, h: Tensor) -> Tensor:
