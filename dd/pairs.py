@@ -31,6 +31,7 @@ from torch import Tensor
 
 from dd.checkpoint import atomic_write, file_sha256, save_json
 from dd.config import FlowConfig, PairsConfig, RecipeConfig
+from dd.config import fingerprint as params_fingerprint
 from dd.flow import flow_map
 from dd.models.llamagen import GPT
 from dd.models.var import VAR
@@ -83,11 +84,14 @@ def shard_name(shard: int) -> str:
 
 
 def write_pairs(pair_map: PairMap, num_tokens: int, code_dim: int, num_classes: int, config: PairsConfig,
-                out_dir: Path, fingerprint: str, progress: bool = True, device: torch.device | str = "cpu") -> dict:
+                out_dir: Path, map_fingerprint: str, progress: bool = True, device: torch.device | str = "cpu") -> dict:
     """Generate every missing shard of this process (shards are dealt round-robin over torchrun ranks).
 
-    pair_map runs on `device`; noise (num_tokens, code_dim) per pair is drawn on the CPU and moved there."""
+    map_fingerprint identifies what pair_map computes (teacher, codebook, recipe, flow); the shards' own params
+    that change their bytes (seed, shard_size) are folded in here, so no caller can forget them. pair_map runs
+    on `device`; noise (num_tokens, code_dim) per pair is drawn on the CPU and moved there."""
     out_dir = Path(out_dir)
+    fingerprint = params_fingerprint(map_fingerprint, config.seed, config.shard_size)
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     num_shards = -(-config.num_pairs // config.shard_size)
     _claim(out_dir, fingerprint, num_shards, rank)

@@ -59,6 +59,18 @@ def test_other_params_regenerate(tmp_path):
     assert (tmp_path / shard_name(0)).stat().st_mtime_ns != kept
 
 
+@pytest.mark.parametrize("change", [{"seed": 4}, {"shard_size": 4}])
+def test_another_seed_or_shard_size_regenerates_under_the_same_map_fingerprint(tmp_path, change):
+    _write(tmp_path)                        # seed 3, shards of 8, 8, 4 pairs
+    reference = _shard_bytes(tmp_path)
+    # With shards of 4, new shard 2 (pairs 8-11) holds as many pairs as old shard 2 (16-19): only the
+    # fingerprint tells them apart.
+    config = PairsConfig(**{"num_pairs": 20, "shard_size": 8, "batch_size": 8, "seed": 3, **change})
+    _write_with(tmp_path, micro_teacher(), micro_codebook(), RECIPE, FLOW, config, "params-a")
+    _write_with(tmp_path / "fresh", micro_teacher(), micro_codebook(), RECIPE, FLOW, config, "params-a")
+    assert _shard_bytes(tmp_path) == _shard_bytes(tmp_path / "fresh") != reference
+
+
 def test_a_grown_or_shrunk_set_keeps_the_shards_whose_range_is_unchanged(tmp_path):
     _write(tmp_path, num_pairs=20)                                           # shards of 8, 8, 4 pairs
     kept = (tmp_path / shard_name(1)).stat().st_mtime_ns
