@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from dd.models.attention import visibility_bias
 from dd.models.var import VAR, AdaLNSelfAttn, VARConfig, layer_norm
 
 
@@ -82,7 +83,7 @@ def student_attn_bias(config: VARConfig, device=None) -> Tensor:
     itself = rearrange(index, "k -> 1 k") == rearrange(index, "q -> q 1")                         # (S, S)
     both_start = rearrange(index < first, "k -> 1 k") & rearrange(index < first, "q -> q 1")      # (S, S)
     visible = coarser | itself | both_start                                                       # (S, S), bool
-    return torch.zeros(visible.shape, device=device).masked_fill(~visible, -torch.inf)            # (S, S)
+    return visibility_bias(visible)                                                              # (S, S)
 
 
 class VARStudentBlock(AdaLNSelfAttn):

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dd.models.attention import attention
+from dd.models.attention import attention, visibility_bias
 
 
 def _qkv(seed: int, queries: int = 7, keys: int = 7):
@@ -14,11 +14,12 @@ def _qkv(seed: int, queries: int = 7, keys: int = 7):
 @pytest.mark.parametrize("kind", ["plain", "causal", "bias", "scale"])
 def test_cpu_attention_matches_torch_sdpa_values_and_gradients(kind):
     q, k, v = _qkv(0)
-    hidden = torch.rand(7, 7, generator=torch.Generator().manual_seed(1)) < 0.3
-    bias = torch.zeros(7, 7, dtype=torch.float64).masked_fill(hidden, float("-inf"))
-    bias.fill_diagonal_(0.0)                       # every query sees at least itself
+    visible = torch.rand(7, 7, generator=torch.Generator().manual_seed(1)) > 0.3
+    visible |= torch.eye(7, dtype=torch.bool)      # every query sees at least itself
+    bias = visibility_bias(visible, torch.float64)
     kwargs = {"plain": {}, "causal": {"causal": True}, "bias": {"bias": bias}, "scale": {"scale": 1.0}}[kind]
-    reference_kwargs = {"causal": {"is_causal": True}, "bias": {"attn_mask": bias}}.get(kind, kwargs)
+    # SDPA's boolean attn_mask has visibility_bias's convention: True where the query sees the key.
+    reference_kwargs = {"causal": {"is_causal": True}, "bias": {"attn_mask": visible}}.get(kind, kwargs)
 
     ours = attention(q, k, v, **kwargs)
     reference = F.scaled_dot_product_attention(q, k, v, **reference_kwargs)

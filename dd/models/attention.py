@@ -37,3 +37,11 @@ def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, causa
     if bias is not None:
         scores = scores + bias
     return torch.einsum("bhqs,bhsd->bhqd", scores.softmax(-1), v)
+
+
+def visibility_bias(visible: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """The additive `bias` for a boolean mask (True where the query sees the key): 0 there, -inf elsewhere.
+
+    One form of mask for every caller: VAR's published checkpoints store theirs as such a bias (a float buffer).
+    """
+    return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(~visible, float("-inf"))

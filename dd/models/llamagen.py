@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from dd.models.attention import attention
+from dd.models.attention import attention, visibility_bias
 
 
 def find_multiple(n: int, k: int) -> int:
@@ -242,8 +242,8 @@ class GPT(nn.Module):
         idx = pos.reshape(1)  # (1,)
         rope = self.rope.index_select(0, idx)  # (1, D/2, 2)
         num_slots = self.config.max_seq_len if num_visible is None else num_visible
-        unwritten = torch.arange(num_slots, device=pos.device) > pos  # (slots,): slots not written yet
-        bias = torch.zeros(1, num_slots, dtype=cache.k.dtype, device=pos.device).masked_fill(unwritten, float("-inf"))
+        written = torch.arange(num_slots, device=pos.device) <= pos  # (slots,): the slots written so far
+        bias = visibility_bias(written[None], cache.k.dtype)  # (1, slots)
         for i, layer in enumerate(self.layers):
             h = layer(h, rope, (cache.k[i], cache.v[i], idx, bias))  # (B, 1, C)
         return self.norm(h)  # (B, 1, C)

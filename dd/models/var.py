@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from dd.models.attention import attention
+from dd.models.attention import attention, visibility_bias
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,7 @@ class VAR(nn.Module):
         # sees the tokens of its own and coarser scales (bias 0) and nothing finer (bias -inf).
         lvl = torch.cat([torch.full((p * p,), k) for k, p in enumerate(config.patch_nums)])  # (L,), int64
         self.register_buffer("lvl_1L", lvl[None].clone())
-        bias = torch.where(lvl[:, None] >= lvl[None, :], 0.0, -torch.inf)  # (L, L): query row, key column
+        bias = visibility_bias(lvl[:, None] >= lvl[None, :])  # (L, L): query row, key column
         self.register_buffer("attn_bias_for_masking", bias[None, None].contiguous())
         self.init_weights()
 
