@@ -126,12 +126,19 @@ def _resume(path: Path, log_path: Path, fingerprint: str, model, ema, optimizer)
     if state.get("fingerprint") != fingerprint:
         print(f"{path} was written with other params; starting this training afresh")
         return 0, []
+    if _shapes(state["model"]) != _shapes(model.state_dict()):   # the code changed the model since
+        print(f"{path} holds another model's weights (names or shapes differ); starting this training afresh")
+        return 0, []
     model.load_state_dict(state["model"])
     ema.load_state_dict(state["ema"])
     optimizer.load_state_dict(state["optimizer"])
     rows = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
     print(f"resuming from {path} at step {state['step']}")
     return state["step"], [row for row in rows if row["step"] <= state["step"]]
+
+
+def _shapes(state: dict) -> dict:
+    return {name: tuple(value.shape) for name, value in state.items()}
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:

@@ -55,6 +55,15 @@ def test_checkpoint_from_other_params_is_not_resumed(tmp_path, capsys):
     assert "other params; starting this training afresh" in capsys.readouterr().out
 
 
+def test_checkpoint_of_another_model_is_not_resumed(tmp_path, capsys):
+    """Same params, but the code changed the model (a new layer): training starts afresh instead of failing."""
+    train(_model(), _loss(), len(DATA), CONFIG, tmp_path, tmp_path / "log.jsonl", "f", progress=False)
+    grown = nn.Sequential(_model(), nn.Linear(1, 1))
+    train(grown, _loss(), len(DATA), CONFIG, tmp_path, tmp_path / "log.jsonl", "f", progress=False)
+    assert "another model's weights" in capsys.readouterr().out
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == CONFIG.train_steps
+
+
 def test_learning_rate_schedule():
     assert learning_rate(0, CONFIG) == pytest.approx(0.025)
     assert learning_rate(2, CONFIG) == pytest.approx(0.05)
