@@ -26,6 +26,10 @@ Linear(C, C) (kind_proj). The start token carries no kind (a zero vector). kind_
 start at zero, weight and bias, so at initialisation each student block computes exactly what the teacher's
 block computes on the same hidden states; every other weight is a copy of the teacher's.
 
+Noise logits: as in dd.student, the logits of token i are the teacher's head's plus NoiseLogits(input_i), a
+linear map of the token's own input vector that starts at the codebook (logit_j += <eps_i, c_j>), the form of
+the flow map's choice given p; it lives beside `var`, like kind_embedding.
+
 Choices the paper leaves open (ours): the start token's kind (none) and its level/position terms (the
 teacher's scale-0 ones); each image token's level/position terms are the teacher's for that token, so the
 student's extra scale shifts nothing in the learned tables; the loss is cross-entropy at the positions still
@@ -45,6 +49,7 @@ from torch import Tensor, nn
 
 from dd.models.attention import visibility_bias
 from dd.models.var import VAR, AdaLNSelfAttn, VARConfig, layer_norm
+from dd.student import NoiseLogits
 
 
 def token_scales(config: VARConfig, device) -> Tensor:
@@ -122,6 +127,7 @@ class VARStudent(nn.Module):
         self.var.blocks = nn.ModuleList(VARStudentBlock(config) for _ in range(config.depth))
         self.var.init_weights()   # the reference init for a student built from scratch (from_teacher overwrites it)
         self.kind_embedding = nn.Embedding(2, config.dim)   # 0 noise, 1 data
+        self.noise_logits = NoiseLogits(config.code_dim, config.vocab_size)   # dd.student: the flow-map rule
         self.zero_new_parameters()
         # The student's own mask; derived from the config, so not saved (the teacher's mask buffer in `var` is).
         self.register_buffer("attn_bias", student_attn_bias(config), persistent=False)  # (S, S)
@@ -156,6 +162,7 @@ class VARStudent(nn.Module):
         if result.unexpected_keys or {f"var.{k}" for k in result.missing_keys} != student.new_parameter_names() - {
                 "kind_embedding.weight"}:
             raise RuntimeError(f"teacher/student mismatch: {result}")
+        student.noise_logits.start_from(codebook.to(reference))
         return student
 
     def hidden(self, labels: Tensor, inputs: Tensor, timestep: int | Tensor) -> Tensor:
@@ -176,7 +183,8 @@ class VARStudent(nn.Module):
     def forward(self, labels: Tensor, inputs: Tensor, timestep: int | Tensor) -> Tensor:
         """labels (B,), inputs (B, L, E), timestep int or (B,) -> logits (B, L, V) for every image token."""
         h = self.hidden(labels, inputs, timestep)                                       # (B, S, C)
-        return self.var.logits(h[:, self.config.first_len:], self.var.condition(labels))  # (B, L, V)
+        logits = self.var.logits(h[:, self.config.first_len:], self.var.condition(labels))  # (B, L, V)
+        return logits + self.noise_logits(inputs).float()                               # (B, L, V)
 
     def predict(self, labels: Tensor, inputs: Tensor, timestep: int | Tensor) -> Tensor:
         """Tokens (B, L): argmax of the logits."""

@@ -40,6 +40,17 @@ def test_inputs_and_loss_follow_the_timestep():
     assert loss.item() > 0 and student.input_projection.weight.grad is not None
 
 
+def test_noise_logits_add_each_input_dot_the_codebook():
+    """At init the logits are the backbone's plus <x_i, c_j>, x_i position i's own input (the flow-map rule)."""
+    teacher, codebook = micro_teacher(), micro_codebook()
+    student = DDStudent.from_teacher(teacher, codebook).eval()
+    labels, noise = torch.tensor([1, 2]), torch.randn(2, MICRO.num_image_tokens, codebook.shape[1])
+    with torch.no_grad():
+        with_rule = student(labels, noise, 0)
+        student.noise_logits.weight.zero_()
+        torch.testing.assert_close(with_rule - student(labels, noise, 0), noise @ codebook.T)
+
+
 def test_student_output_is_causal_in_the_noise():
     """Output i may depend on eps_<=i (and the class) only, like the flow map's token i."""
     student = DDStudent.from_teacher(micro_teacher(), micro_codebook()).eval()

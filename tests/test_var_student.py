@@ -48,9 +48,11 @@ def test_from_teacher_copies_every_shared_weight_and_leaves_the_teacher_alone():
     for key, value in teacher_state.items():
         assert torch.equal(student_state[key], value), key
         assert torch.equal(value, before[key]), key          # the teacher is unchanged
-    assert set(student.state_dict()) == {f"var.{k}" for k in teacher_state} | student.new_parameter_names()
+    assert set(student.state_dict()) == ({f"var.{k}" for k in teacher_state} | student.new_parameter_names()
+                                         | {"noise_logits.weight"})
     for name in student.new_parameter_names():
         assert torch.all(student.state_dict()[name] == 0), name
+    assert torch.equal(student.noise_logits.weight, codebook)    # the flow-map rule (dd.student NoiseLogits)
     # separate storage, and the teacher is no submodule of the student
     teacher_ptrs = {t.data_ptr() for t in teacher.state_dict().values()}
     assert not teacher_ptrs & {s.data_ptr() for s in student.state_dict().values()}
