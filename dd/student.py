@@ -33,11 +33,11 @@ depend on eps). Given the teacher's exact p (teacher-forced on the pairs), that 
 for 79% of var-tiny's tokens and 75% of llamagen-tiny's, where argmax p alone picks 53% and 64%
 (scripts/flow_map_rule.py). The layer hands the student this product of its input and the codebook, which the
 backbone would otherwise have to build through its LayerNorms and its head. Measured effect, everything else
-the same (one `dvc repro` each): DD 1-step / 2-step FID var-tiny 24.19 / 21.96 against 24.50 / 22.33,
-llamagen-tiny 13.91 / 12.58 against 13.69 / 12.80; token agreement moved by under 1%. Three of the four are
-better, each by about the run-to-run spread (a fresh clone reran var-tiny's 24.50 as 24.71): what keeps the 1-step student below the rule is the context, which it
-has to infer from the earlier tokens' noise (its agreement falls from 94% at var-tiny's first scale to 41% at
-its last).
+the same (the committed `dvc repro` against the one before it): DD 1-step / 2-step FID var-tiny 24.15 / 21.88
+against 24.50 / 22.33, llamagen-tiny 13.98 / 12.71 against 13.69 / 12.80; token agreement moved by under 1%.
+Three of the four are better, each by about the run-to-run spread (a fresh clone reran var-tiny's 24.50 as
+24.71). What keeps the 1-step student below the rule is the context, which it has to infer from the earlier
+tokens' noise (its agreement falls from 94% at var-tiny's first scale to 41% at its last).
 
 Dimensions: B batch, L image tokens, C model width, V codebook size, d code dimension.
 """
@@ -77,9 +77,8 @@ class NoiseLogits(nn.Linear):
         nn.init.zeros_(self.weight)
 
     @torch.no_grad()
-    def start_from(self, codebook: Tensor) -> "NoiseLogits":
-        self.weight.copy_(codebook)                                          # (V, d)
-        return self
+    def start_from(self, codebook: Tensor) -> None:
+        self.weight.copy_(codebook)         # (V, d); copy_ converts to the weight's dtype and device
 
 
 class DDStudent(nn.Module):

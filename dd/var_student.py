@@ -162,7 +162,7 @@ class VARStudent(nn.Module):
         if result.unexpected_keys or {f"var.{k}" for k in result.missing_keys} != student.new_parameter_names() - {
                 "kind_embedding.weight"}:
             raise RuntimeError(f"teacher/student mismatch: {result}")
-        student.noise_logits.start_from(codebook.to(reference))
+        student.noise_logits.start_from(codebook)
         return student
 
     def hidden(self, labels: Tensor, inputs: Tensor, timestep: int | Tensor) -> Tensor:
