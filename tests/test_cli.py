@@ -43,3 +43,16 @@ def test_missing_data_is_an_error_that_writes_nothing(tmp_path, monkeypatch):
     assert result.exit_code != 0
     assert "no-such-folder" in str(result.exception)
     assert not (tmp_path / "data" / "dataset").exists()
+
+
+def test_every_stage_run_appends_its_time_and_cpu_to_stage_times(tmp_path, monkeypatch):
+    params = yaml.safe_load(open("params.yaml"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for _ in range(2):
+        assert runner.invoke(app, ["resolve", "llamagen-tiny"]).exit_code == 0
+    rows = [json.loads(line) for line in (tmp_path / "data" / "stage_times.jsonl").read_text().splitlines()]
+    assert [(row["stage"], row["teacher"]) for row in rows] == [("resolve", "llamagen-tiny")] * 2
+    assert all(row["seconds"] >= 0 and row["threads"] >= 1 for row in rows)
+    assert {row["cpu"] for row in rows} <= {"DEFAULT", "VSX", "Z VECTOR", "NO AVX", "AVX2", "AVX512", "AVX512_BF16",
+                                            "AMX", "SVE128", "SVE256", "SVE512", "NEON"}
