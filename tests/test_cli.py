@@ -1,5 +1,6 @@
 """The dd command line: help everywhere, dry runs, and clear errors that write nothing."""
 import json
+import shutil
 
 import pytest
 import yaml
@@ -46,9 +47,8 @@ def test_missing_data_is_an_error_that_writes_nothing(tmp_path, monkeypatch):
 
 
 def test_every_stage_run_appends_its_time_and_cpu_to_stage_times(tmp_path, monkeypatch):
-    params = yaml.safe_load(open("params.yaml"))
+    shutil.copy("params.yaml", tmp_path)
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     for _ in range(2):
         assert runner.invoke(app, ["resolve", "llamagen-tiny"]).exit_code == 0
     rows = [json.loads(line) for line in (tmp_path / "data" / "stage_times.jsonl").read_text().splitlines()]
