@@ -26,18 +26,6 @@ Linear(C, C) (kind_proj). The start token carries no kind (a zero vector). kind_
 start at zero, weight and bias, so at initialisation each student block computes exactly what the teacher's
 block computes on the same hidden states; every other weight is a copy of the teacher's.
 
-Coarse context (our choice): token i of scale k also reads context_embed(context_i), with context_i the running
-sum of the inputs of every coarser scale, each scale's map upsampled to the finest grid (bicubic) and the sum
-area-pooled to scale k's grid: the teacher's own next-scale input (f_hat, dd/models/var_vqvae.py) without the
-VQVAE's phi convolutions. Why: the teacher reads the coarser tokens at each token's own place in the image,
-the student only through attention, and its two blocks must both find the coarser tokens' noise and infer
-their codes from it. Where the coarser scales are data (the second step) the context is what the teacher
-reads, up to phi; where they are noise it hands each token the noise of the coarser tokens above it. It is a
-fixed matrix (L, L) over the tokens (coarser_context_weights), zero within a scale and towards finer ones,
-so the mask's causality holds, and context_embed starts at zero. Measured (var-tiny, the stage's loss, 1,500
-steps, first 2,000 pairs): token agreement at t = 0 53.9% against 53.0% without, at t = 3 53.1% against
-50.2% (scales 3/4/5: 70.3/67.3/40.8% against 67.2/65.5/37.2%), at the same step time.
-
 Noise logits: as in dd.student, the logits of token i are the teacher's head's plus NoiseLogits(input_i), a
 linear map of the token's own input vector that starts at the codebook (logit_j += <eps_i, c_j>), the form of
 the flow map's choice given p; it lives beside `var`, like kind_embedding.
@@ -75,29 +63,6 @@ def data_mask(config: VARConfig, timestep: int | Tensor, device) -> Tensor:
     if isinstance(timestep, int):   # a Python int: no host-to-device copy (the sampler stays graph-capturable)
         return (scales < timestep)[None]                                   # (1, L)
     return scales < timestep.reshape(-1, 1)                                # (B, L)
-
-
-def coarser_context_weights(config: VARConfig) -> Tensor:
-    """The coarse context of every token as a matrix over all tokens' inputs (L, L), float32 (see above).
-
-    Row i (a token of scale k) holds, for each token j of a coarser scale, the weight of input j in
-    area_pool_k(sum over scales s < k of bicubic_upsample(scale s's input map)); zero for j of scale >= k.
-    """
-    side, sizes = config.patch_nums[-1], config.patch_nums
-
-    def upsample(p: int) -> Tensor:     # (side^2, p^2): a p x p map -> the finest grid (as the VQVAE does)
-        basis = rearrange(torch.eye(p * p, dtype=torch.float64), "n (y x) -> n 1 y x", y=p)
-        if p != side:
-            basis = F.interpolate(basis, size=(side, side), mode="bicubic")
-        return rearrange(basis, "n 1 y x -> (y x) n")
-
-    def area_pool(p: int) -> Tensor:    # (p^2, side^2): the finest grid -> a p x p map (the next-scale input)
-        basis = rearrange(torch.eye(side * side, dtype=torch.float64), "n (y x) -> n 1 y x", y=side)
-        return rearrange(F.interpolate(basis, size=(p, p), mode="area"), "n 1 y x -> (y x) n")
-
-    rows = [torch.cat([area_pool(p) @ upsample(q) if s < k else torch.zeros(p * p, q * q, dtype=torch.float64)
-                       for s, q in enumerate(sizes)], dim=1) for k, p in enumerate(sizes)]
-    return torch.cat(rows).float()                                                       # (L, L)
 
 
 def student_inputs(tokens: Tensor, noise: Tensor, codebook: Tensor, timestep: int | Tensor,
@@ -153,8 +118,7 @@ class VARStudentBlock(AdaLNSelfAttn):
 
 
 class VARStudent(nn.Module):
-    """`var` is a VAR of the teacher's config whose blocks are VARStudentBlocks; `kind_embedding`, `context_embed`
-    and `noise_logits` are new."""
+    """`var` is a VAR of the teacher's config whose blocks are VARStudentBlocks; `kind_embedding` is new."""
 
     def __init__(self, config: VARConfig):
         super().__init__()
@@ -164,24 +128,19 @@ class VARStudent(nn.Module):
         self.var.init_weights()   # the reference init for a student built from scratch (from_teacher overwrites it)
         self.kind_embedding = nn.Embedding(2, config.dim)   # 0 noise, 1 data
         self.noise_logits = NoiseLogits(config.code_dim, config.vocab_size)   # dd.student: the flow-map rule
-        self.context_embed = nn.Linear(config.code_dim, config.dim)         # reads the coarse context
         self.zero_new_parameters()
-        # The student's own mask and context weights; derived from the config, so not saved (the teacher's mask
-        # buffer in `var` is).
+        # The student's own mask; derived from the config, so not saved (the teacher's mask buffer in `var` is).
         self.register_buffer("attn_bias", student_attn_bias(config), persistent=False)  # (S, S)
-        self.register_buffer("context_weights", coarser_context_weights(config), persistent=False)  # (L, L)
 
     @torch.no_grad()
     def zero_new_parameters(self) -> None:
         nn.init.zeros_(self.kind_embedding.weight)
-        nn.init.zeros_(self.context_embed.weight)
-        nn.init.zeros_(self.context_embed.bias)
         for block in self.var.blocks:
             block.zero_new_parameters()
 
     def new_parameter_names(self) -> set[str]:
         """State-dict keys the teacher does not have (all zero after from_teacher)."""
-        return {"kind_embedding.weight", "context_embed.weight", "context_embed.bias"} | {
+        return {"kind_embedding.weight"} | {
             f"var.blocks.{i}.kind_proj.{p}" for i in range(self.config.depth) for p in ("weight", "bias")
         }
 
@@ -190,8 +149,7 @@ class VARStudent(nn.Module):
         """A student whose shared weights are copies of the teacher's; the teacher is read, never modified or kept.
 
         Guarantee (tested): student.var.state_dict() holds every teacher state-dict entry with an equal value (in
-        separate storage), the only other entries are the zero kind_proj ones, kind_embedding and context_embed
-        are zero, and each
+        separate storage), the only other entries are the zero kind_proj ones, kind_embedding is zero, and each
         student block maps (h, cond, bias, any kind) to what the teacher's block maps (h, cond, bias) to. As a
         consequence the student's start-token output gives the teacher's scale-0 logits.
         """
@@ -201,8 +159,8 @@ class VARStudent(nn.Module):
         reference = next(teacher.parameters())
         student = cls(config).to(device=reference.device, dtype=reference.dtype)
         result = student.var.load_state_dict(teacher.state_dict(), strict=False)   # load_state_dict copies
-        own = {name for name in student.new_parameter_names() if name.startswith("var.")}
-        if result.unexpected_keys or {f"var.{k}" for k in result.missing_keys} != own:
+        if result.unexpected_keys or {f"var.{k}" for k in result.missing_keys} != student.new_parameter_names() - {
+                "kind_embedding.weight"}:
             raise RuntimeError(f"teacher/student mismatch: {result}")
         student.noise_logits.start_from(codebook)
         return student
@@ -216,9 +174,7 @@ class VARStudent(nn.Module):
         kind = torch.cat([kind_tokens.new_zeros(B, first, self.config.dim), kind_tokens], dim=1)  # (B, S, C)
         cond = var.condition(labels)                                                    # (B, C)
         start = var.sos(labels) + var.level_position(0, first)                          # (B, first, C)
-        context = torch.einsum("ij,bje->bie", self.context_weights.to(inputs.dtype), inputs)  # (B, L, E)
-        tokens = (var.embed_scale_inputs(inputs) + var.level_position(0, L) + kind_tokens
-                  + self.context_embed(context))                                          # (B, L, C)
+        tokens = var.embed_scale_inputs(inputs) + var.level_position(0, L) + kind_tokens  # (B, L, C)
         h = torch.cat([start, tokens], dim=1)                                           # (B, S, C)
         for block in var.blocks:
             h = block(h, cond, self.attn_bias, kind)                                    # (B, S, C)

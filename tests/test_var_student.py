@@ -3,11 +3,9 @@ import copy
 import math
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 
 from dd.models.var import PRESETS, VAR
-from dd.var_student import (VARStudent, coarser_context_weights, data_mask, noise_position_loss, sample_var_dd, student_attn_bias,
+from dd.var_student import (VARStudent, data_mask, noise_position_loss, sample_var_dd, student_attn_bias,
                             student_inputs, student_loss)
 from tests.test_var import build_tiny
 
@@ -92,27 +90,6 @@ def test_at_init_every_block_computes_the_teacher_block():
     start_logits = student.var.logits(student.hidden(labels, noise, 0)[:, :FIRST], cond)   # (B, first, V)
     teacher_inputs = torch.randn(3, L - FIRST, E, generator=g)
     torch.testing.assert_close(start_logits, teacher(labels, teacher_inputs)[:, :FIRST], rtol=0, atol=1e-5)
-
-
-def test_coarse_context_is_the_upsampled_running_sum_of_the_coarser_scales_pooled_to_each_scale():
-    """The (L, L) matrix gives, computed here directly with the VQVAE's resamplings (bicubic up to the finest
-    grid, area down to each scale), sum over coarser scales, and nothing from the token's own or finer scales."""
-    weights = coarser_context_weights(TINY)                                       # (L, L)
-    inputs = torch.randn(3, L, E, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    side, maps = TINY.patch_nums[-1], []
-    running = torch.zeros(3, E, side, side, dtype=torch.float64)
-    for k, (start, stop) in enumerate(TINY.scale_slices):
-        p = TINY.patch_nums[k]
-        pooled = F.interpolate(running, size=(p, p), mode="area")                 # what scale k reads
-        maps.append(rearrange(pooled, "b e y x -> b (y x) e"))
-        grid = rearrange(inputs[:, start:stop], "b (y x) e -> b e y x", y=p)
-        running = running + (grid if p == side else F.interpolate(grid, size=(side, side), mode="bicubic"))
-    expected = torch.cat(maps, dim=1)                                             # (B, L, E)
-    torch.testing.assert_close(torch.einsum("ij,bje->bie", weights.double(), inputs), expected,
-                               rtol=0, atol=1e-5)
-    scales = torch.cat([torch.full((p * p,), k) for k, p in enumerate(TINY.patch_nums)])
-    assert torch.all(weights[scales[:, None] <= scales[None, :]] == 0)           # own and finer scales: none
-    torch.testing.assert_close(weights.sum(1), scales.float())                    # each coarser map passes a constant
 
 
 def test_mask_is_block_causal_with_the_token_itself():
