@@ -52,6 +52,13 @@ def _stages_rerun(cwd) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", _run(["dvc", "repro"], cwd)))
 
 
+def _heldout_agreement(cwd, teacher: str, num_pairs: int) -> dict[int, tuple[float, float]]:
+    """scripts/heldout_agreement.py: {timestep: (% on training pairs, % on fresh pairs)} from its printout."""
+    out = _run([sys.executable, str(ROOT / "scripts" / "heldout_agreement.py"), teacher, "--num-pairs", str(num_pairs),
+                "--batch-size", "7"], cwd)
+    return {int(t): (float(a), float(b)) for t, a, b in re.findall(r"^t = (\d+): ([\d.]+)% / ([\d.]+)%", out, re.M)}
+
+
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(),
                     reason="needs the Debian package dataset-fashion-mnist (.ci/run installs it)")
 def test_dvc_repro_on_tiny_params(tmp_path):
@@ -75,6 +82,14 @@ def test_dvc_repro_on_tiny_params(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert _stages_rerun(tmp_path) == {f"{stage}@llamagen-tiny" for stage in ("resolve", "sample_dd", "latency",
                                                                                "evaluate")}
+
+    # scripts/heldout_agreement.py: on all 200 training pairs it reproduces the student stage's own agreement
+    student = json.loads((tmp_path / "metrics" / "llamagen-tiny" / "student.json").read_text())
+    agreement = _heldout_agreement(tmp_path, "llamagen-tiny", 200)
+    assert sorted(agreement) == params["student"]["timesteps"]
+    for t, (on_training, on_fresh) in agreement.items():
+        assert on_training == pytest.approx(100 * student[f"token_agreement_t{t}"], abs=0.006)
+        assert 0 <= on_fresh <= 100
 
 
 # var-tiny (a next-scale teacher) on a small image folder, so every stage takes seconds: the VQVAE encodes
@@ -138,6 +153,14 @@ def test_var_tiny_stages_under_dvc_on_tiny_params(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert _stages_rerun(tmp_path) == {f"{stage}@var-tiny" for stage in ("resolve", "student", "sample_dd", "latency",
                                                                           "evaluate")}
+
+    # scripts/heldout_agreement.py on the next-scale student: the stage's agreement on its 20 training pairs
+    student = json.loads((metrics / "student.json").read_text())
+    agreement = _heldout_agreement(tmp_path, "var-tiny", 20)
+    assert sorted(agreement) == params["overrides"]["var-tiny"]["student"]["timesteps"]
+    for t, (on_training, on_fresh) in agreement.items():
+        assert on_training == pytest.approx(100 * student[f"token_agreement_t{t}"], abs=0.006)
+        assert 0 <= on_fresh <= 100
 
     # scripts/recipe_sweep.py on the trained teacher: one line per recipe, both FIDs finite
     lines = _run([sys.executable, str(ROOT / "scripts" / "recipe_sweep.py"), "var-tiny", "--recipe", "1.5,16",
