@@ -18,14 +18,14 @@ import argparse
 
 import torch
 
-from dd import student as raster_student
-from dd import var_student
 from dd.artifacts import Layout, load_frozen_teacher, load_student, load_tokenizer
 from dd.config import load_config
 from dd.models.var import VAR
 from dd.pairs import read_pairs
 from dd.sampling import balanced_labels, per_sample_noise
+from dd.teachers import family
 from pipeline.pairs import _next_scale_map, _raster_map
+from pipeline.student import _next_scale_family, _raster_family
 
 
 def position_groups(teacher) -> list[tuple[str, int, int]]:
@@ -48,7 +48,8 @@ def main() -> None:
     teacher, tokenizer = load_frozen_teacher(layout), load_tokenizer(layout)
     student = load_student(layout, teacher).eval()
     codebook, n, batch = tokenizer.codebook, args.num_pairs, args.batch_size
-    is_var = isinstance(teacher, VAR)
+    is_var = family(args.teacher) == "var"
+    parts = (_next_scale_family if is_var else _raster_family)(teacher)   # the student stage's inputs, first_noise
 
     noise, tokens, labels = read_pairs(layout.pairs_dir)
     if not 0 < n <= len(tokens):
@@ -61,15 +62,10 @@ def main() -> None:
     fresh_tokens = torch.cat([pair_map(fresh_labels[i:i + batch], fresh_noise[i:i + batch]) for i in range(0, n, batch)])
     fresh = (fresh_noise, fresh_tokens, fresh_labels)
 
-    def inputs(tokens, noise, t):
-        if is_var:
-            return var_student.student_inputs(tokens, noise, codebook, t, teacher.config)
-        return raster_student.student_inputs(tokens, noise, codebook, t)
-
     @torch.inference_mode()
     def hits(pairs, t) -> torch.Tensor:
         noise, tokens, labels = pairs
-        predicted = torch.cat([student.predict(labels[i:i + batch], inputs(tokens[i:i + batch], noise[i:i + batch], t), t)
+        predicted = torch.cat([student.predict(labels[i:i + batch], parts.inputs(tokens[i:i + batch], noise[i:i + batch], codebook, t), t)
                                for i in range(0, n, batch)])
         return (predicted == tokens).double()                       # (n, L)
 
@@ -77,7 +73,7 @@ def main() -> None:
     print(f"{args.teacher}: token agreement on the first {n} training pairs / {n} fresh pairs "
           f"(indices {fresh_indices.start}-{fresh_indices.stop - 1})")
     for t in config.student.timesteps:
-        first_noise = teacher.config.scale_slices[t][0] if is_var else t
+        first_noise = parts.first_noise(t)
         on_trained, on_fresh = hits(trained, t), hits(fresh, t)
         overall = f"{on_trained[:, first_noise:].mean():.2%} / {on_fresh[:, first_noise:].mean():.2%}"
         per_group = ", ".join(f"{name} {on_trained[:, a:b].mean():.1%} / {on_fresh[:, a:b].mean():.1%}"

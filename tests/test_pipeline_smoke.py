@@ -52,12 +52,17 @@ def _stages_rerun(cwd) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", _run(["dvc", "repro"], cwd)))
 
 
-def _heldout_agreement(cwd, teacher: str, num_pairs: int) -> dict[int, tuple[float, float]]:
-    """scripts/heldout_agreement.py: {timestep: (% on training pairs, % on fresh pairs)} from its printout."""
+def _check_heldout_agreement(cwd, teacher: str, num_pairs: int, timesteps: list[int]) -> None:
+    """scripts/heldout_agreement.py on every training pair: per timestep, its agreement on the training pairs is
+    the student stage's own (student.json) and its agreement on fresh pairs a percentage."""
     out = _run([sys.executable, str(ROOT / "scripts" / "heldout_agreement.py"), teacher, "--num-pairs", str(num_pairs),
                 "--batch-size", "7"], cwd)
-    return {int(t): (float(a), float(b)) for t, a, b in re.findall(r"^t = (\d+): ([\d.]+)% / ([\d.]+)%", out, re.M)}
-
+    agreement = {int(t): (float(a), float(b)) for t, a, b in re.findall(r"^t = (\d+): ([\d.]+)% / ([\d.]+)%", out, re.M)}
+    student = json.loads((cwd / "metrics" / teacher / "student.json").read_text())
+    assert sorted(agreement) == timesteps
+    for t, (on_training, on_fresh) in agreement.items():
+        assert on_training == pytest.approx(100 * student[f"token_agreement_t{t}"], abs=0.006)
+        assert 0 <= on_fresh <= 100
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(),
                     reason="needs the Debian package dataset-fashion-mnist (.ci/run installs it)")
@@ -84,12 +89,7 @@ def test_dvc_repro_on_tiny_params(tmp_path):
                                                                                "evaluate")}
 
     # scripts/heldout_agreement.py: on all 200 training pairs it reproduces the student stage's own agreement
-    student = json.loads((tmp_path / "metrics" / "llamagen-tiny" / "student.json").read_text())
-    agreement = _heldout_agreement(tmp_path, "llamagen-tiny", 200)
-    assert sorted(agreement) == params["student"]["timesteps"]
-    for t, (on_training, on_fresh) in agreement.items():
-        assert on_training == pytest.approx(100 * student[f"token_agreement_t{t}"], abs=0.006)
-        assert 0 <= on_fresh <= 100
+    _check_heldout_agreement(tmp_path, "llamagen-tiny", 200, params["student"]["timesteps"])
 
 
 # var-tiny (a next-scale teacher) on a small image folder, so every stage takes seconds: the VQVAE encodes
@@ -155,12 +155,7 @@ def test_var_tiny_stages_under_dvc_on_tiny_params(tmp_path):
                                                                           "evaluate")}
 
     # scripts/heldout_agreement.py on the next-scale student: the stage's agreement on its 20 training pairs
-    student = json.loads((metrics / "student.json").read_text())
-    agreement = _heldout_agreement(tmp_path, "var-tiny", 20)
-    assert sorted(agreement) == params["overrides"]["var-tiny"]["student"]["timesteps"]
-    for t, (on_training, on_fresh) in agreement.items():
-        assert on_training == pytest.approx(100 * student[f"token_agreement_t{t}"], abs=0.006)
-        assert 0 <= on_fresh <= 100
+    _check_heldout_agreement(tmp_path, "var-tiny", 20, params["overrides"]["var-tiny"]["student"]["timesteps"])
 
     # scripts/recipe_sweep.py on the trained teacher: one line per recipe, both FIDs finite
     lines = _run([sys.executable, str(ROOT / "scripts" / "recipe_sweep.py"), "var-tiny", "--recipe", "1.5,16",
