@@ -157,6 +157,17 @@ def test_var_tiny_stages_under_dvc_on_tiny_params(tmp_path):
     # scripts/heldout_agreement.py on the next-scale student: the stage's agreement on its 20 training pairs
     _check_heldout_agreement(tmp_path, "var-tiny", 20, params["overrides"]["var-tiny"]["student"]["timesteps"])
 
+    # scripts/decoding_trial.py: the stage's student, argmax, all of sample_dd's samples: the evaluate stage's dd
+    # row; a student trained against the teacher's laws, decoded both ways: one line per decode and step count
+    lines = _run([sys.executable, str(ROOT / "scripts" / "decoding_trial.py"), "var-tiny", "--target", "stage",
+                  "--target", "teacher-probs", "--train-steps", "2", "--decode", "argmax", "--decode", "flow",
+                  "--num-samples", "20"], tmp_path).splitlines()
+    rows = {(row["target"], row["decode"], row["steps"]): row
+            for row in (json.loads(line) for line in lines if line.startswith("{"))}
+    dd_row = json.loads((metrics / "eval.json").read_text())["dd"]
+    assert dd_row["steps"] == 2 and rows[("stage", "argmax", 2)]["fid"] == pytest.approx(dd_row["fid"], rel=1e-9)
+    assert len(rows) == 8 and all(np.isfinite(row["fid"]) for row in rows.values())
+
     # scripts/recipe_sweep.py on the trained teacher: one line per recipe, both FIDs finite
     lines = _run([sys.executable, str(ROOT / "scripts" / "recipe_sweep.py"), "var-tiny", "--recipe", "1.5,16",
                   "--recipe", "0,0", "--num-samples", "20", "--batch-size", "10"], tmp_path).splitlines()
