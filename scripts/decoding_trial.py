@@ -22,7 +22,7 @@ labels). With target `stage`, decode argmax and all sample.num_samples samples, 
 stage's `dd` row.
 
 Needs every stage of TEACHER up to its student (target `stage`: up to evaluate's inputs). On 2 cores a
-`teacher-probs` step costs about 1.7x a `tokens` step (the teacher's forward pass with guidance, no gradient).
+`teacher-probs` step costs about 1.8x a `tokens` step (the teacher's forward pass with guidance, no gradient).
 
     python scripts/decoding_trial.py var-tiny --target stage --target tokens --target teacher-probs \\
         --train-steps 2000 --decode argmax --decode flow --decode temperature=0.5 --num-samples 5000
@@ -39,10 +39,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from dd.artifacts import (Layout, compute_device, load_classifier, load_frozen_teacher, load_images, load_samples,
-                          load_student, load_tokenizer, teacher_classes)
+from dd.artifacts import Layout, compute_device, load_frozen_teacher, load_student, load_tokenizer, teacher_classes
 from dd.config import Config, load_config
-from dd.evaluation import image_metrics, predict
 from dd.flow import flow_map
 from dd.models.var import VAR
 from dd.pairs import read_pairs
@@ -51,6 +49,7 @@ from dd.student import soft_targets
 from dd.training import train
 from dd.var_student import VARStudent, data_mask, student_inputs, student_loss
 from flow_map_rule import teacher_forced_probs
+from pipeline.evaluate import classifier_measure
 
 # decode(logits (B, L, V), noise (B, L, E)) -> tokens (B, L)
 Decode = Callable[[Tensor, Tensor], Tensor]
@@ -141,9 +140,7 @@ def main() -> None:
         raise SystemExit(f"{args.teacher} is not a next-scale (VAR) teacher: this trial is for var-tiny's student")
     codebook = tokenizer.codebook.to(device)
     decodes = {name: decoder(name, codebook, config) for name in args.decode or ["argmax", "flow"]}
-    classifier = load_classifier(layout)
-    real_features, _ = predict(classifier, load_images(layout, "test").images)
-    teacher_features, _ = predict(classifier, load_samples(layout.samples_dir / "teacher_reference.npz")["images"])
+    measure, _ = classifier_measure(config, layout)        # the evaluate stage's metrics, in its classifier features
     intermediate = max(config.student.timesteps)
     run_root = args.run_dir or Path(tempfile.mkdtemp(prefix="decoding_trial_"))
 
@@ -160,10 +157,9 @@ def main() -> None:
                                              codebook.shape[1], teacher_classes(layout), config.sample.batch_size,
                                              description=f"{target} {decode_name} {steps} step", device=device,
                                              labels_mode=config.sample.labels)
-                metrics = image_metrics(classifier, tokenizer.decode(tokens), labels.numpy(), real_features,
-                                        teacher_features, k=config.evaluate.precision_recall_k)
+                metrics = measure({"images": tokenizer.decode(tokens), "labels": labels.numpy()})
                 print(json.dumps({"target": target, "train_steps": train_steps, "decode": decode_name, "steps": steps,
-                                  **dataclasses.asdict(metrics)}), flush=True)
+                                  **metrics}), flush=True)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ def _check_heldout_agreement(cwd, teacher: str, num_pairs: int, timesteps: list[
         assert on_training == pytest.approx(100 * student[f"token_agreement_t{t}"], abs=0.006)
         assert 0 <= on_fresh <= 100
 
+
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(),
                     reason="needs the Debian package dataset-fashion-mnist (.ci/run installs it)")
 def test_dvc_repro_on_tiny_params(tmp_path):
