@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import tempfile
 from collections.abc import Callable
@@ -47,7 +48,7 @@ from dd.pairs import read_pairs
 from dd.sampling import inverse_cdf, run_sampler, token_uniforms
 from dd.student import soft_targets
 from dd.training import train
-from dd.var_student import VARStudent, data_mask, student_inputs, student_loss
+from dd.var_student import VARStudent, noise_position_loss, sample_var_dd, student_inputs, student_loss
 from flow_map_rule import teacher_forced_probs
 from pipeline.evaluate import classifier_measure
 
@@ -76,19 +77,16 @@ def decoder(name: str, codebook: Tensor, config: Config) -> Decode:
     raise SystemExit(f"--decode {name!r}: use argmax, flow or temperature=T")
 
 
-def dd_sampler(student: VARStudent, decode: Decode, codebook: Tensor, steps: int, intermediate_scales: int):
-    """dd.var_student.sample_var_dd with `decode` in place of argmax (with argmax, the same tokens)."""
-    config = student.config
+class DecodedStudent:
+    """A VARStudent whose `predict` decodes its logits with `decode` instead of argmax, for sample_var_dd. At the
+    second step the student's inputs hold codes where scales are data, but sample_var_dd keeps the first step's
+    tokens there, and elsewhere the inputs are the noise itself, so each kept token is decoded from its own noise."""
 
-    @torch.inference_mode()
-    def sample(labels: Tensor, noise: Tensor) -> Tensor:
-        tokens = decode(student(labels, noise, 0), noise)                                   # (B, L)
-        if steps == 2:
-            inputs = student_inputs(tokens, noise, codebook, intermediate_scales, config)  # (B, L, E)
-            refined = decode(student(labels, inputs, intermediate_scales), noise)          # (B, L)
-            tokens = torch.where(data_mask(config, intermediate_scales, noise.device), tokens, refined)
-        return tokens
-    return sample
+    def __init__(self, student: VARStudent, decode: Decode):
+        self.student, self.decode, self.config = student, decode, student.config
+
+    def predict(self, labels: Tensor, inputs: Tensor, timestep: int) -> Tensor:
+        return self.decode(self.student(labels, inputs, timestep), inputs)                  # (B, L)
 
 
 def train_student(target: str, train_steps: int, teacher: VAR, tokenizer, config: Config, layout: Layout,
@@ -112,9 +110,10 @@ def train_student(target: str, train_steps: int, teacher: VAR, tokenizer, config
         with torch.no_grad():   # no_grad, not inference_mode: the target enters the loss autograd saves
             probs = teacher_forced_probs(teacher, vqvae, config.recipe, batch_labels, batch_tokens).float()  # (B, L, V)
         inputs = student_inputs(batch_tokens, batch_noise, codebook, sample_timesteps, student.config)
-        per_token = -(probs * model(batch_labels, inputs, sample_timesteps).float().log_softmax(-1)).sum(-1)  # (B, L)
-        is_noise = (~data_mask(student.config, sample_timesteps, device)).float()                        # (B, L)
-        return (per_token * is_noise).sum() / is_noise.sum()
+        logits = model(batch_labels, inputs, sample_timesteps)                                # (B, L, V)
+        # The stage's loss reads each token's target from a table of rows; here each (sample, position) is a row.
+        rows = torch.arange(probs.shape[0] * probs.shape[1], device=device).view(probs.shape[:2])  # (B, L)
+        return noise_position_loss(logits, rows, sample_timesteps, student.config, probs.flatten(0, 1))
 
     train_config = dataclasses.replace(config.student.train, train_steps=train_steps)
     ema = train(student, loss_fn, len(tokens), train_config, run_dir, run_dir / "log.jsonl",
@@ -152,8 +151,8 @@ def main() -> None:
                                                  run_root / f"{target}-{args.train_steps}", device), args.train_steps
         for decode_name, decode in decodes.items():
             for steps in (1, 2):
-                tokens, labels = run_sampler(dd_sampler(student, decode, codebook, steps, intermediate),
-                                             range(args.num_samples), config.sample.seed, tokenizer.num_tokens,
+                sampler = functools.partial(sample_var_dd, DecodedStudent(student, decode), codebook, steps, intermediate)
+                tokens, labels = run_sampler(sampler, range(args.num_samples), config.sample.seed, tokenizer.num_tokens,
                                              codebook.shape[1], teacher_classes(layout), config.sample.batch_size,
                                              description=f"{target} {decode_name} {steps} step", device=device,
                                              labels_mode=config.sample.labels)
