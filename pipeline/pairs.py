@@ -21,16 +21,21 @@ def _next_scale_map(config: Config, teacher, tokenizer) -> PairMap:
     return functools.partial(scale_sequence_map, teacher, tokenizer.model, codebook, config.recipe, config.flow)
 
 
+def pair_map(config: Config, teacher_name: str, teacher, tokenizer) -> PairMap:
+    """The teacher's map from (labels, noise) to tokens, by its family (also for scripts/heldout_agreement.py)."""
+    return {"llamagen": _raster_map, "var": _next_scale_map}[family(teacher_name)](config, teacher, tokenizer)
+
+
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     device = compute_device()
     teacher, tokenizer = load_frozen_teacher(layout, device), load_tokenizer(layout, device)
-    pair_map = {"llamagen": _raster_map, "var": _next_scale_map}[family(layout.teacher)](config, teacher, tokenizer)
+    teacher_map = pair_map(config, layout.teacher, teacher, tokenizer)
     # Shards kept from an earlier run must come from the same teacher, codebook and params (write_pairs adds
     # the pairs section's own); num_pairs and batch_size change no pair's bytes, so a grown set keeps its shards.
     map_fingerprint = fingerprint(config.recipe, config.flow, file_sha256(teacher_weights(layout)),
                                   file_sha256(tokenizer_weights(layout)))
     started = time.time()
-    manifest = write_pairs(pair_map, tokenizer.num_tokens, tokenizer.codebook.shape[1], teacher.config.num_classes,
+    manifest = write_pairs(teacher_map, tokenizer.num_tokens, tokenizer.codebook.shape[1], teacher.config.num_classes,
                            config.pairs, layout.pairs_dir, map_fingerprint, progress, device)
     metrics = {"num_pairs": manifest["num_pairs"], "num_shards": len(manifest["shards"]),
                "seconds_this_run": round(time.time() - started, 1)}

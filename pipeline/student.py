@@ -42,9 +42,14 @@ def _next_scale_family(teacher) -> StudentFamily:
                          lambda t: config.scale_slices[t][0], config.num_scales, "scales")
 
 
+def student_family(teacher_name: str, teacher) -> StudentFamily:
+    """What differs by the teacher's family (also for scripts/heldout_agreement.py)."""
+    return {"llamagen": _raster_family, "var": _next_scale_family}[family(teacher_name)](teacher)
+
+
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     teacher, codebook = load_frozen_teacher(layout), load_tokenizer(layout).codebook
-    parts = {"llamagen": _raster_family, "var": _next_scale_family}[family(layout.teacher)](teacher)
+    parts = student_family(layout.teacher, teacher)
     noise, tokens, labels = read_pairs(layout.pairs_dir)
     timesteps = torch.tensor(config.student.timesteps)
     if timesteps.max() >= parts.num_timesteps:

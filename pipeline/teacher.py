@@ -49,6 +49,11 @@ def _next_scale_forcing(model, tokenizer) -> tuple[int, TeacherForcing]:
     return model.config.num_tokens, lambda model, labels, tokens: model(labels, tokenizer.next_scale_inputs(tokens))
 
 
+def teacher_forcing(teacher_name: str, model, tokenizer) -> tuple[int, TeacherForcing]:
+    """(tokens the model reads, its teacher-forcing forward), by the teacher's family."""
+    return {"llamagen": _raster_forcing, "var": _next_scale_forcing}[family(teacher_name)](model, tokenizer)
+
+
 def forcing_loss(forward: TeacherForcing, tokens: Tensor, labels: Tensor, null_class: int, class_dropout: float):
     """The teacher's training loss over all N examples, tokens (N, L) and labels (N,), as dd.training's LossFn:
     cross-entropy of teacher forcing over every token, each label replaced by the null class with probability
@@ -67,8 +72,7 @@ def train_here(config: Config, layout: Layout, progress: bool = True) -> dict:
     tokens, labels = tokenizer.encode(train_set.images), torch.from_numpy(train_set.labels)
     torch.manual_seed(config.teacher.train.seed)           # the initial weights (train.seed also draws the batches)
     model = build_model(layout.teacher)
-    forcing = {"llamagen": _raster_forcing, "var": _next_scale_forcing}[family(layout.teacher)]
-    num_tokens, forward = forcing(model, tokenizer)
+    num_tokens, forward = teacher_forcing(layout.teacher, model, tokenizer)
     if (model.config.vocab_size, num_tokens) != (tokenizer.codebook_size, tokenizer.num_tokens):
         raise ValueError(f"preset {layout.teacher} expects {model.config.vocab_size} codes x {num_tokens} tokens; "
                          f"the tokenizer makes {tokenizer.codebook_size} x {tokenizer.num_tokens}: match the "
@@ -82,7 +86,7 @@ def train_here(config: Config, layout: Layout, progress: bool = True) -> dict:
     # against 1.281 for all (llamagen-tiny), close enough to compare teachers.
     held_out = slice(0, config.teacher.nll_images or None)
     test_tokens = tokenizer.encode(test_set.images[held_out])
-    metrics = {"test_nll_per_token": _nll(forward, ema, test_tokens, torch.from_numpy(test_set.labels[held_out])),
+    metrics = {"test_nll_per_token": test_nll(forward, ema, test_tokens, torch.from_numpy(test_set.labels[held_out])),
                "test_nll_images": len(test_tokens)}
     save_weights(layout.teacher_dir / "model.pt", ema.state_dict(),
                  {"preset": layout.teacher, "config": dataclasses.asdict(model.config),
@@ -92,7 +96,7 @@ def train_here(config: Config, layout: Layout, progress: bool = True) -> dict:
 
 
 @torch.inference_mode()
-def _nll(forward: TeacherForcing, model, tokens, labels, batch_size: int = 500) -> float:
+def test_nll(forward: TeacherForcing, model, tokens, labels, batch_size: int = 500) -> float:
     """Mean negative log-likelihood per token (nats) of held-out tokens under the (conditional) teacher."""
     total = sum(F.cross_entropy(forward(model, labels[i:i + batch_size], tokens[i:i + batch_size]).flatten(0, 1),
                                 tokens[i:i + batch_size].flatten(), reduction="sum").item()

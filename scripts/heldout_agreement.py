@@ -23,9 +23,8 @@ from dd.config import load_config
 from dd.models.var import VAR
 from dd.pairs import read_pairs
 from dd.sampling import balanced_labels, per_sample_noise
-from dd.teachers import family
-from pipeline.pairs import _next_scale_map, _raster_map
-from pipeline.student import _next_scale_family, _raster_family
+from pipeline.pairs import pair_map
+from pipeline.student import student_family
 
 
 def position_groups(teacher) -> list[tuple[str, int, int]]:
@@ -48,8 +47,7 @@ def main() -> None:
     teacher, tokenizer = load_frozen_teacher(layout), load_tokenizer(layout)
     student = load_student(layout, teacher).eval()
     codebook, n, batch = tokenizer.codebook, args.num_pairs, args.batch_size
-    is_var = family(args.teacher) == "var"
-    parts = (_next_scale_family if is_var else _raster_family)(teacher)   # the student stage's inputs, first_noise
+    parts = student_family(args.teacher, teacher)           # the student stage's inputs, first_noise
 
     noise, tokens, labels = read_pairs(layout.pairs_dir)
     if not 0 < n <= len(tokens):
@@ -58,8 +56,8 @@ def main() -> None:
     fresh_indices = range(len(tokens), len(tokens) + n)            # what a larger pair set would add next
     fresh_labels = balanced_labels(fresh_indices, teacher.config.num_classes)
     fresh_noise = per_sample_noise(config.pairs.seed, fresh_indices, tokenizer.num_tokens, codebook.shape[1])
-    pair_map = (_next_scale_map if is_var else _raster_map)(config, teacher, tokenizer)
-    fresh_tokens = torch.cat([pair_map(fresh_labels[i:i + batch], fresh_noise[i:i + batch]) for i in range(0, n, batch)])
+    teacher_map = pair_map(config, args.teacher, teacher, tokenizer)
+    fresh_tokens = torch.cat([teacher_map(fresh_labels[i:i + batch], fresh_noise[i:i + batch]) for i in range(0, n, batch)])
     fresh = (fresh_noise, fresh_tokens, fresh_labels)
 
     @torch.inference_mode()
