@@ -12,11 +12,13 @@ params; unnamed fields keep params.yaml's values.
 With --patch-nums the teacher reads another scale schedule: the script first trains a VQVAE with those scales
 (vqvae.preset with its patch_nums replaced, the tokenizer stage's params; resumable in --vqvae-dir) and every
 config's teacher is the preset with those scales; the line then also gives the VQVAE's test reconstruction FID
-and its training seconds. On 2 AVX2 cores, 3,000 VQVAE steps take about 25 minutes.
+and its training seconds. On 2 AVX2 cores, the 3,000 VQVAE steps take about 23 minutes (the tokenizer stage's
+1,393 s in the README's AVX2 run).
 
 Needs the data, classifier and tokenizer stages of TEACHER (with --patch-nums: data and classifier). Runs on the
-GPU where there is one, which trains a config in a minute or two; what the pipeline pays for it on the CPU is `step_ms` of a short CPU run of the same
-config (e.g. train_steps=150, --num-samples 500; the first logged interval, compiling, is left out).
+GPU where there is one, which trains a config in a minute or two; what the pipeline pays for it on the CPU is
+`step_ms` of a short CPU run of the same config (e.g. train_steps=150, --num-samples 500; the first logged
+interval, compiling, is left out).
 
     python scripts/teacher_sweep.py var-tiny --config depth=3,batch_size=32,train_steps=3200 \\
         --config depth=2,batch_size=64,train_steps=3200,learning_rate=0.004
