@@ -65,6 +65,23 @@ def _check_heldout_agreement(cwd, teacher: str, num_pairs: int, timesteps: list[
         assert 0 <= on_fresh <= 100
 
 
+def _check_two_step_split(cwd, teacher: str, num_pairs: int, timesteps: list[int]) -> None:
+    """scripts/two_step_split.py on every training pair: one row per combination; the 1-step row's agreement is
+    the student stage's at t = 0, and the second step's from the teacher's early tokens is the stage's at the
+    intermediate timestep (both measured there on these pairs, with the teacher's tokens as data)."""
+    out = _run([sys.executable, str(ROOT / "scripts" / "two_step_split.py"), teacher, "--num-pairs", str(num_pairs)],
+               cwd)
+    rows = {row["method"]: row for row in (json.loads(line) for line in out.splitlines() if line.startswith("{"))}
+    assert list(rows) == ["teacher", "1-step", "2-step", "teacher early + step 2", "teacher early + 1-step late"]
+    assert all(np.isfinite(row["fid"]) and row["num_samples"] == num_pairs for row in rows.values())
+    assert rows["teacher"]["agreement"] == 1.0 and rows["teacher"]["fid_over_teacher"] == 1.0
+    student = json.loads((cwd / "metrics" / teacher / "student.json").read_text())
+    assert rows["1-step"]["agreement"] == pytest.approx(student["token_agreement_t0"], abs=1e-12)
+    late = rows["teacher early + step 2"]["agreement_late"]
+    assert late == pytest.approx(student[f"token_agreement_t{max(timesteps)}"], abs=1e-12)
+    assert rows["teacher early + 1-step late"]["agreement_late"] == rows["1-step"]["agreement_late"]
+
+
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(),
                     reason="needs the Debian package dataset-fashion-mnist (.ci/run installs it)")
 def test_dvc_repro_on_tiny_params(tmp_path):
@@ -89,8 +106,10 @@ def test_dvc_repro_on_tiny_params(tmp_path):
     assert _stages_rerun(tmp_path) == {f"{stage}@llamagen-tiny" for stage in ("resolve", "sample_dd", "latency",
                                                                                "evaluate")}
 
-    # scripts/heldout_agreement.py: on all 200 training pairs it reproduces the student stage's own agreement
+    # scripts/heldout_agreement.py and two_step_split.py: on all 200 training pairs they reproduce the student
+    # stage's own agreement
     _check_heldout_agreement(tmp_path, "llamagen-tiny", 200, params["student"]["timesteps"])
+    _check_two_step_split(tmp_path, "llamagen-tiny", 200, params["student"]["timesteps"])
 
 
 # var-tiny (a next-scale teacher) on a small image folder, so every stage takes seconds: the VQVAE encodes
@@ -155,8 +174,10 @@ def test_var_tiny_stages_under_dvc_on_tiny_params(tmp_path):
     assert _stages_rerun(tmp_path) == {f"{stage}@var-tiny" for stage in ("resolve", "student", "sample_dd", "latency",
                                                                           "evaluate")}
 
-    # scripts/heldout_agreement.py on the next-scale student: the stage's agreement on its 20 training pairs
-    _check_heldout_agreement(tmp_path, "var-tiny", 20, params["overrides"]["var-tiny"]["student"]["timesteps"])
+    # scripts/heldout_agreement.py and two_step_split.py on the next-scale student and its 20 training pairs
+    timesteps = params["overrides"]["var-tiny"]["student"]["timesteps"]
+    _check_heldout_agreement(tmp_path, "var-tiny", 20, timesteps)
+    _check_two_step_split(tmp_path, "var-tiny", 20, timesteps)
 
     # scripts/decoding_trial.py: the stage's student, argmax, all of sample_dd's samples: the evaluate stage's dd
     # row; a student trained against the teacher's laws, decoded both ways: one line per decode and step count
