@@ -1,4 +1,6 @@
 """params.yaml validation: unknown keys and wrong types are errors naming the key."""
+import dataclasses
+
 import pytest
 import yaml
 
@@ -63,7 +65,8 @@ def test_var_tiny_resolves_its_overrides_over_the_shared_sections():
     config, shared = load_config("params.yaml", "var-tiny"), load_config("params.yaml", "llamagen-tiny")
     assert config.student.timesteps == (0, 3)                         # scales, not tokens
     assert config.vqvae.preset == "vae-tiny" and config.vqvae.commitment == 0.25
-    assert config.recipe == shared.recipe and config.student.steps == shared.student.steps
+    assert config.recipe == dataclasses.replace(shared.recipe, top_k=8)  # its own top-k; the rest shared
+    assert shared.recipe.top_k == 64 and config.student.steps == shared.student.steps
     assert shared.student.timesteps == (0, 32)                        # llamagen-tiny is untouched by var-tiny's entry
     with pytest.raises(ConfigError, match="overrides.<teacher>.vqvae"):
         resolve({"vqvae": {"commitment": 0.5}}, "var-tiny")                # only per teacher
