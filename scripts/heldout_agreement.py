@@ -35,6 +35,14 @@ def position_groups(teacher) -> list[tuple[str, int, int]]:
     return [(f"tokens {q * L // 4}-{(q + 1) * L // 4 - 1}", q * L // 4, (q + 1) * L // 4) for q in range(4)]
 
 
+def load_trained(teacher_name: str):
+    """The stages' config, frozen teacher, tokenizer, EMA student and the student family's parts (layout too)."""
+    layout, config = Layout(teacher_name), load_config("params.yaml", teacher_name)
+    teacher, tokenizer = load_frozen_teacher(layout), load_tokenizer(layout)
+    student = load_student(layout, teacher).eval()
+    return layout, config, teacher, tokenizer, student, student_family(teacher_name, teacher)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("teacher", help="a teacher of params.yaml `teachers`, e.g. var-tiny")
@@ -43,11 +51,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    layout, config = Layout(args.teacher), load_config("params.yaml", args.teacher)
-    teacher, tokenizer = load_frozen_teacher(layout), load_tokenizer(layout)
-    student = load_student(layout, teacher).eval()
+    layout, config, teacher, tokenizer, student, parts = load_trained(args.teacher)   # parts: inputs, first_noise
     codebook, n, batch = tokenizer.codebook, args.num_pairs, args.batch_size
-    parts = student_family(args.teacher, teacher)           # the student stage's inputs, first_noise
 
     noise, tokens, labels = read_pairs(layout.pairs_dir)
     if not 0 < n <= len(tokens):

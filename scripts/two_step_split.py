@@ -7,7 +7,7 @@ part by the teacher's own and measures the FID of every combination, in the clas
 
     teacher                      the pairs' tokens (what the student imitates)
     1-step                       the student at t = 0
-    2-step                       DD's 2-step sampler
+    2-step                       DD's 2-step sampler (sample_dd's)
     teacher early + step 2       the second step from the teacher's tokens before t: a perfect first step
     teacher early + 1-step late  the 1-step tokens after t under the teacher's tokens before t
 
@@ -24,17 +24,18 @@ drawn like the samplers', one seed per sample). About 3 minutes for 10,000 var-t
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 
 import numpy as np
 import torch
 
-from dd.artifacts import Layout, load_classifier, load_frozen_teacher, load_images, load_student, load_tokenizer
-from dd.config import load_config
+from dd.artifacts import load_classifier, load_images
 from dd.evaluation import image_metrics, predict
 from dd.pairs import read_pairs
-from heldout_agreement import position_groups
-from pipeline.student import student_family
+from dd.teachers import family
+from heldout_agreement import load_trained, position_groups
+from pipeline.sample_dd import DD_SAMPLERS
 
 
 def main() -> None:
@@ -45,10 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    layout, config = Layout(args.teacher), load_config("params.yaml", args.teacher)
-    teacher, tokenizer = load_frozen_teacher(layout), load_tokenizer(layout)
-    student = load_student(layout, teacher).eval()
-    parts = student_family(args.teacher, teacher)           # the student stage's inputs, first_noise
+    layout, config, teacher, tokenizer, student, parts = load_trained(args.teacher)   # parts: inputs, first_noise
     intermediate = max(config.student.timesteps)             # where sample_dd's second step starts
     first_late = parts.first_noise(intermediate)             # first token the second step regenerates
     codebook, n, batch = tokenizer.codebook, args.num_pairs, args.batch_size
@@ -58,26 +56,25 @@ def main() -> None:
         raise SystemExit(f"--num-pairs {n}: the pair set of {args.teacher} holds {len(tokens)}; ask for 1 to {len(tokens)}")
     noise, tokens, labels = noise[:n], tokens[:n], labels[:n]
 
+    dd_sampler = functools.partial(DD_SAMPLERS[family(args.teacher)], student, codebook)   # sample_dd's sampler
+
     @torch.inference_mode()
-    def student_tokens(early: torch.Tensor | None) -> torch.Tensor:
-        """The student at t = 0 (early None), or at the intermediate timestep after the tokens `early` (n, L)."""
-        out = []
-        for i in range(0, n, batch):
-            rows = slice(i, i + batch)
-            if early is None:
-                out.append(student.predict(labels[rows], noise[rows], 0))
-            else:
-                inputs = parts.inputs(early[rows], noise[rows], codebook, intermediate)
-                out.append(student.predict(labels[rows], inputs, intermediate))
-        return torch.cat(out)                                                       # (n, L)
+    def batched(make) -> torch.Tensor:
+        """make(rows) -> tokens (b, L) of those pairs, over all n pairs in batches: (n, L)."""
+        return torch.cat([make(slice(i, i + batch)) for i in range(0, n, batch)])
 
     def spliced(early: torch.Tensor, late: torch.Tensor) -> torch.Tensor:
         return torch.cat([early[:, :first_late], late[:, first_late:]], dim=1)     # (n, L)
 
-    one_step = student_tokens(None)
+    # The 2-step row reruns the first step inside sample_dd's sampler (one more student pass) so that it is
+    # exactly what sample_dd draws.
+    one_step = batched(lambda rows: dd_sampler(1, intermediate, labels[rows], noise[rows]))
+    # The second step alone, from the teacher's tokens before the intermediate timestep.
+    second_step = batched(lambda rows: student.predict(
+        labels[rows], parts.inputs(tokens[rows], noise[rows], codebook, intermediate), intermediate))
     methods = {"teacher": tokens, "1-step": one_step,
-               "2-step": spliced(one_step, student_tokens(one_step)),
-               "teacher early + step 2": spliced(tokens, student_tokens(tokens)),
+               "2-step": batched(lambda rows: dd_sampler(2, intermediate, labels[rows], noise[rows])),
+               "teacher early + step 2": spliced(tokens, second_step),
                "teacher early + 1-step late": spliced(tokens, one_step)}
 
     classifier = load_classifier(layout)
