@@ -127,7 +127,9 @@ class PairsConfig:
 
 @dataclass(frozen=True)
 class StudentConfig:
-    timesteps: tuple[int, ...] = (0, 32)   # training timesteps in tokens already data: all-noise + one intermediate
+    timesteps: tuple[int, ...] = (0, 32)   # training timesteps in tokens (scales) already data: all-noise first,
+                                            # the largest is where a second step starts. Each example draws one
+                                            # entry uniformly: list a timestep twice to train it twice as often
     steps: int = 1                          # sampling steps: 1 (t=0) or 2 (t=0 then the largest timestep)
     target_width: float = 0.3               # soft targets over neighbouring codes, in median nearest-code
                                             # distances (dd/student.py); 0 = one-hot cross-entropy
@@ -188,7 +190,7 @@ class Config:
             "evaluate.reference": self.evaluate.extractor != "inception" or bool(self.evaluate.reference),
             "evaluate.latency_batch_size": self.evaluate.latency_batch_size in self.latency.batch_sizes,
             "pairs.shard_size": self.pairs.shard_size > 0 and self.pairs.num_pairs > 0,
-            "student.timesteps (2 steps)": self.student.steps == 1 or len(self.student.timesteps) >= 2,
+            "student.timesteps (2 steps)": self.student.steps == 1 or max(self.student.timesteps, default=0) > 0,
             **{f"{section}.train.precision": getattr(self, section).train.precision in PRECISIONS
                for section in TRAINED_SECTIONS},
         }
@@ -213,7 +215,7 @@ _HINTS = {
                           "ADM evaluator's VIRTUAL_imagenet256_labeled.npz) or a folder of images, e.g. "
                           "overrides.<teacher>.evaluate.reference in params.yaml",
     "pairs.shard_size": "num_pairs and shard_size must be positive",
-    "student.timesteps (2 steps)": "2-step sampling needs an intermediate timestep, e.g. timesteps: [0, 32]",
+    "student.timesteps (2 steps)": "2-step sampling needs an intermediate timestep above 0, e.g. timesteps: [0, 32]",
 }
 
 

@@ -47,6 +47,8 @@ def test_invalid_values_are_rejected():
         config_from_dict({"student": {"steps": 3}})
     with pytest.raises(ConfigError, match="student.timesteps"):
         config_from_dict({"student": {"timesteps": [16, 32]}})
+    with pytest.raises(ConfigError, match=r"student.timesteps \(2 steps\): .* above 0"):
+        config_from_dict({"student": {"steps": 2, "timesteps": [0, 0]}})   # a repeat is not an intermediate step
     with pytest.raises(ConfigError, match="student.train.precision: use 'fp32', 'bf16' or 'auto'"):
         config_from_dict({"student": {"train": {"precision": "fp16"}}})
 
@@ -63,7 +65,7 @@ def test_config_is_frozen(tmp_path):
 
 def test_var_tiny_resolves_its_overrides_over_the_shared_sections():
     config, shared = load_config("params.yaml", "var-tiny"), load_config("params.yaml", "llamagen-tiny")
-    assert config.student.timesteps == (0, 3)                         # scales, not tokens
+    assert config.student.timesteps == (0, 3, 3, 3)                   # scales, not tokens; t = 3 trained 3x as often
     assert config.vqvae.preset == "vae-tiny" and config.vqvae.commitment == 0.25
     assert config.recipe == dataclasses.replace(shared.recipe, top_k=8)  # its own top-k; the rest shared
     assert shared.recipe.top_k == 64 and config.student.steps == shared.student.steps
