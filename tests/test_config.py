@@ -65,7 +65,7 @@ def test_config_is_frozen(tmp_path):
 
 def test_var_tiny_resolves_its_overrides_over_the_shared_sections():
     config, shared = load_config("params.yaml", "var-tiny"), load_config("params.yaml", "llamagen-tiny")
-    assert config.student.timesteps == (0, 3, 3, 3)                   # scales, not tokens; t = 3 trained 3x as often
+    assert config.student.timesteps == (0, 3, 3)                      # scales, not tokens; t = 3 trained 2x as often
     assert config.vqvae.preset == "vae-tiny" and config.vqvae.commitment == 0.25
     assert config.recipe == dataclasses.replace(shared.recipe, top_k=8)  # its own top-k; the rest shared
     assert shared.recipe.top_k == 64 and config.student.steps == shared.student.steps
