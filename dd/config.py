@@ -135,6 +135,16 @@ class StudentConfig:
                                             # distances (dd/student.py); 0 = one-hot cross-entropy
     train: TrainConfig = TrainConfig()
 
+    @property
+    def distinct_timesteps(self) -> tuple[int, ...]:
+        """Each training timestep once, ascending (the list may repeat one to weight it): what is measured."""
+        return tuple(sorted(set(self.timesteps)))
+
+    @property
+    def intermediate_timestep(self) -> int:
+        """Where 2-step sampling starts its second step: the largest training timestep."""
+        return max(self.timesteps)
+
 
 @dataclass(frozen=True)
 class SampleConfig:

@@ -16,9 +16,8 @@ DD_SAMPLERS = {"llamagen": sample_dd, "var": sample_var_dd}
 def dd_sampler(config: Config, layout: Layout):
     tokenizer, device = load_tokenizer(layout), compute_device()
     student = load_student(layout, load_frozen_teacher(layout, device))
-    intermediate = max(config.student.timesteps)   # the second step starts from the largest trained timestep
     return functools.partial(DD_SAMPLERS[family(layout.teacher)], student, tokenizer.codebook.to(device),
-                             config.student.steps, intermediate)
+                             config.student.steps, config.student.intermediate_timestep)
 
 
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:

@@ -75,7 +75,8 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     # about 0.2%) and 32,000 at t = 32 (about 0.3%).
     probe = slice(0, 1000)
     probe_set = [on_device(x) for x in (codebook, noise[probe], tokens[probe], labels[probe])]
-    metrics = {f"token_agreement_t{t}": _agreement(parts, ema, *probe_set, t) for t in config.student.timesteps}
+    metrics = {f"token_agreement_t{t}": _agreement(parts, ema, *probe_set, t)
+               for t in config.student.distinct_timesteps}
     save_weights(layout.student_dir / "model.pt", ema.state_dict(),
                  {"teacher": layout.teacher, "timesteps": list(config.student.timesteps),
                   "train": dataclasses.asdict(config.student.train), **metrics})

@@ -140,7 +140,7 @@ def main() -> None:
     codebook = tokenizer.codebook.to(device)
     decodes = {name: decoder(name, codebook, config) for name in args.decode or ["argmax", "flow"]}
     measure, _ = classifier_measure(config, layout)        # the evaluate stage's metrics, in its classifier features
-    intermediate = max(config.student.timesteps)
+    intermediate = config.student.intermediate_timestep
     run_root = args.run_dir or Path(tempfile.mkdtemp(prefix="decoding_trial_"))
 
     for target in args.target:

@@ -75,7 +75,7 @@ def main() -> None:
     groups = position_groups(teacher)
     print(f"{args.teacher}: token agreement on the first {n} training pairs / {n} fresh pairs "
           f"(indices {fresh_indices.start}-{fresh_indices.stop - 1})")
-    for t in sorted(set(config.student.timesteps)):                # a timestep may be listed more than once
+    for t in config.student.distinct_timesteps:
         first_noise = parts.first_noise(t)
         on_trained, on_fresh = hits(trained, t), hits(fresh, t)
         overall = f"{on_trained[:, first_noise:].mean():.2%} / {on_fresh[:, first_noise:].mean():.2%}"

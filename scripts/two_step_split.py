@@ -47,7 +47,7 @@ def main() -> None:
     torch.set_num_threads(2)
 
     layout, config, teacher, tokenizer, student, parts = load_trained(args.teacher)   # parts: inputs, first_noise
-    intermediate = max(config.student.timesteps)             # where sample_dd's second step starts
+    intermediate = config.student.intermediate_timestep      # where sample_dd's second step starts
     first_late = parts.first_noise(intermediate)             # first token the second step regenerates
     codebook, n, batch = tokenizer.codebook, args.num_pairs, args.batch_size
 

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import yaml
 
-from dd.config import Config, ConfigError, config_from_dict, load_config, resolve
+from dd.config import Config, ConfigError, StudentConfig, config_from_dict, load_config, resolve
 
 
 def test_project_params_load():
@@ -63,9 +63,16 @@ def test_config_is_frozen(tmp_path):
         load_config(path)
 
 
+def test_student_timesteps_measured_once_each_and_second_step_from_the_largest():
+    student = StudentConfig(timesteps=(0, 32, 8, 32))
+    assert student.distinct_timesteps == (0, 8, 32)                   # a repeat only weights the training draw
+    assert student.intermediate_timestep == 32
+
+
 def test_var_tiny_resolves_its_overrides_over_the_shared_sections():
     config, shared = load_config("params.yaml", "var-tiny"), load_config("params.yaml", "llamagen-tiny")
     assert config.student.timesteps == (0, 3, 3)                      # scales, not tokens; t = 3 trained 2x as often
+    assert config.student.distinct_timesteps == (0, 3) and config.student.intermediate_timestep == 3
     assert config.vqvae.preset == "vae-tiny" and config.vqvae.commitment == 0.25
     assert config.recipe == dataclasses.replace(shared.recipe, top_k=8)  # its own top-k; the rest shared
     assert shared.recipe.top_k == 64 and config.student.steps == shared.student.steps
