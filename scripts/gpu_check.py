@@ -10,7 +10,7 @@ Speed does not depend on the weights, so the models are the published architectu
                  VARStudent of dd/var_student.py: 1 + 680 positions, block mask, noise/data embedding)
 Then a smoke run: a few hundred pairs from llamagen-b through the flow map, a few student training steps on
 them, and 1- and 2-step sampling, all on the GPU. Last, the published path through the pipeline's own stages
-(`published_pipeline`): LlamaGen-B and VQ-16 checkpoints written in the published format (random weights),
+(scripts/published_pipeline.py): LlamaGen-B and VQ-16 checkpoints written in the published format (random weights),
 fetched by the tokenizer and teacher stages from file:// URLs, then pairs, student, sample, sample_dd and
 latency with the paper recipe at small counts, exactly as `dvc repro` runs them (evaluate needs Inception
 weights, which this offline machine lacks).
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import importlib
 import json
 import statistics
 import tempfile
@@ -31,12 +30,7 @@ from pathlib import Path
 
 import torch
 
-import numpy as np
-
-from dd.artifacts import Layout
-from dd.config import FlowConfig, PairsConfig, RecipeConfig, TrainConfig, resolve
-from dd.models.llamagen_vq import PRESETS as VQ_PRESETS, VQModel
-from dd.presets import PUBLISHED
+from dd.config import FlowConfig, PairsConfig, RecipeConfig, TrainConfig
 from dd.models.llamagen import GPT, PRESETS
 from dd.models.var import VAR, PRESETS as VAR_PRESETS
 from dd.models.var_vqvae import MultiScaleVQVAE, PRESETS as VAE_PRESETS
@@ -169,41 +163,6 @@ def smoke(device, num_pairs: int, student_steps: int) -> dict:
     return report
 
 
-PIPELINE_STAGES = ("tokenizer", "teacher", "pairs", "student", "sample", "sample_dd", "latency")
-
-
-def published_pipeline(teacher_preset: str = "llamagen-b", overrides: dict | None = None) -> dict:
-    """Seconds per stage of the published path, run by the stage modules on the machine's device."""
-    with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        torch.manual_seed(0)
-        hub = root / "hub"
-        hub.mkdir()
-        teacher = random_model(teacher_preset, "cpu").float()
-        torch.save({"model": teacher.state_dict()}, hub / "c2i.pt")                      # LlamaGen's wrapper
-        torch.save({"model": VQModel(VQ_PRESETS[PUBLISHED[teacher_preset].tokenizer_preset]).state_dict()},
-                   hub / "vq.pt")
-        small = {"teacher": {"url": (hub / "c2i.pt").as_uri()}, "tokenizer": {"url": (hub / "vq.pt").as_uri()},
-                 "pairs": {"num_pairs": 256, "shard_size": 128, "batch_size": 128},
-                 "student": {"train": {"train_steps": 10, "batch_size": 16, "checkpoint_every": 10, "log_every": 5}},
-                 "sample": {"num_samples": 128, "batch_size": 64},
-                 "latency": {"batch_sizes": [1, 64], "repeats": 1},
-                 "evaluate": {"reference": "unused.npz", "latency_batch_size": 64}}
-        config = resolve({"teachers": [teacher_preset], "overrides": {teacher_preset: {**small, **(overrides or {})}}},
-                         teacher_preset)
-        layout = Layout(teacher_preset, data_root=root / "data", metrics_root=root / "metrics")
-        report = {"teacher": teacher_preset, "recipe": dataclasses.asdict(config.recipe), "stage_seconds": {}}
-        for stage in PIPELINE_STAGES:
-            started = time.perf_counter()
-            importlib.import_module(f"pipeline.{stage}").run(config, layout, progress=False)
-            report["stage_seconds"][stage] = round(time.perf_counter() - started, 2)
-        report["latency"] = json.loads((layout.metrics_dir / "latency.json").read_text())
-        with np.load(layout.dd_samples_dir / "dd.npz") as samples:
-            report["dd_images_shape"] = list(samples["images"].shape)
-    print(json.dumps(report), flush=True)
-    return report
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["llamagen-b", "llamagen-l", "var-d16"])
@@ -226,7 +185,8 @@ def main():
     if "smoke" in args.sections:
         result["smoke"] = smoke(device, args.smoke_pairs, args.smoke_student_steps)
     if "pipeline" in args.sections:
-        result["published_pipeline"] = published_pipeline("llamagen-b")
+        from published_pipeline import published_pipeline, small_counts   # a sibling script, run from here
+        result["published_pipeline"] = published_pipeline("llamagen-b", small_counts(256, 10, 128, 64))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2))
