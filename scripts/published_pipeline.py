@@ -3,13 +3,13 @@
 Writes the teacher and its tokenizer in the published file format (LlamaGen: {"model": state_dict} in
 c2i_B_256.pt and vq_ds16_c2i.pt; VAR: the bare state_dicts of var_d16.pth and vae_ch160v4096z32.pth) and serves
 them as file:// URLs. The tokenizer and teacher stages fetch them with the download code the hub URLs use
-(resumable, atomic, sha256 recorded; strict key matching), then pairs, student, sample, sample_dd and latency run on them with
-the preset's paper recipe, through the stage modules exactly as `dvc repro` calls them, at small counts. Only
-evaluate is left out: its Inception weights are a download an offline machine cannot make.
+(resumable, atomic, sha256 recorded; strict key matching), then pairs, student, sample, sample_dd and latency
+run on them with the preset's paper recipe, through the stage modules exactly as `dvc repro` calls them, at
+small counts. Only evaluate is left out: its Inception weights are a download an offline machine cannot make.
 
 Speed does not depend on the weights, so the stage seconds are those of the real models at these counts. It runs
 where the stages run: on the GPU when there is one (scripts/gpu_check.py calls it there for llamagen-b), else on
-the CPU, which is how the VAR presets were first run at their published size (README, "Published teachers").
+the CPU, where var-d16 first ran at its published size (README, "Published teachers").
 
     python scripts/published_pipeline.py var-d16                  # 15 minutes and 19 GiB on 2 CPU cores
     python scripts/published_pipeline.py llamagen-b --num-pairs 256 --student-steps 10 --num-samples 128
@@ -45,7 +45,8 @@ def published_files(teacher_preset: str, hub: Path) -> dict:
     if spec.family == "llamagen":
         teacher = GPT(GPT_PRESETS[teacher_preset])
         torch.nn.init.normal_(teacher.output.weight, std=0.02)   # upstream zero-inits the head; give logits spread
-        teacher_file, tokenizer_file = {"model": teacher.state_dict()}, {"model": VQModel(VQ_PRESETS[spec.tokenizer_preset]).state_dict()}
+        teacher_file = {"model": teacher.state_dict()}
+        tokenizer_file = {"model": VQModel(VQ_PRESETS[spec.tokenizer_preset]).state_dict()}
     else:                                                         # VAR publishes bare state_dicts
         teacher_file = VAR(VAR_PRESETS[teacher_preset]).state_dict()
         tokenizer_file = MultiScaleVQVAE(VQVAE_PRESETS[spec.tokenizer_preset]).state_dict()
@@ -64,11 +65,15 @@ def small_counts(num_pairs: int, student_steps: int, num_samples: int, batch_siz
                                   "checkpoint_every": student_steps, "log_every": 1}},
             "sample": {"num_samples": num_samples, "batch_size": batch_size},
             "latency": {"batch_sizes": [1, batch_size], "repeats": 1},
+            # A published teacher must name Inception reference statistics; evaluate, which reads them, is not run.
             "evaluate": {"reference": "unused.npz", "latency_batch_size": batch_size}}
 
 
 def published_pipeline(teacher_preset: str, overrides: dict | None = None) -> dict:
-    """Seconds per stage of the published path on random weights, run by the stage modules on this machine."""
+    """Seconds per stage of the published path on random weights, run by the stage modules on this machine.
+
+    overrides: params sections, each replacing that section of the default small_counts() whole.
+    """
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -86,7 +91,8 @@ def published_pipeline(teacher_preset: str, overrides: dict | None = None) -> di
             # The process's peak so far (Linux: KiB): what a machine needs to run the stages up to this one.
             report["peak_rss_gib"][stage] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
         report["latency"] = json.loads((layout.metrics_dir / "latency.json").read_text())
-        report["student_log"] = [json.loads(line) for line in (layout.metrics_dir / "student_log.jsonl").open()]
+        log = (layout.metrics_dir / "student_log.jsonl").read_text().splitlines()
+        report["student_log"] = [json.loads(line) for line in log]
         with np.load(layout.dd_samples_dir / "dd.npz") as samples:
             report["dd_images_shape"] = list(samples["images"].shape)
         report["sample_methods"] = sorted(path.stem for path in layout.samples_dir.glob("*.npz"))

@@ -17,8 +17,8 @@ published_pipeline = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(published_pipeline)
 
 
-@pytest.mark.parametrize("preset, family, tokenizer, recipe_of", [("llamagen-tiny", "llamagen", "vq-test", "llamagen-b"),
-                                                                  ("var-tiny", "var", "vae-tiny", "var-d16")])
+@pytest.mark.parametrize("preset, family, tokenizer, recipe_of", [
+    ("llamagen-tiny", "llamagen", "vq-test", "llamagen-b"), ("var-tiny", "var", "vae-tiny", "var-d16")])
 def test_every_stage_runs_on_checkpoints_in_the_published_format(monkeypatch, preset, family, tokenizer, recipe_of):
     monkeypatch.setitem(VQ_PRESETS, "vq-test", VQ_TEST)
     paper_recipe = PUBLISHED[recipe_of].paper_recipe
