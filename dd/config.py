@@ -142,8 +142,8 @@ class StudentConfig:
 
     @property
     def intermediate_timestep(self) -> int:
-        """Where 2-step sampling starts its second step: the largest training timestep."""
-        return max(self.timesteps)
+        """Where 2-step sampling starts its second step: the largest training timestep (0 if none is listed)."""
+        return max(self.timesteps, default=0)
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ class Config:
             "evaluate.reference": self.evaluate.extractor != "inception" or bool(self.evaluate.reference),
             "evaluate.latency_batch_size": self.evaluate.latency_batch_size in self.latency.batch_sizes,
             "pairs.shard_size": self.pairs.shard_size > 0 and self.pairs.num_pairs > 0,
-            "student.timesteps (2 steps)": self.student.steps == 1 or max(self.student.timesteps, default=0) > 0,
+            "student.timesteps (2 steps)": self.student.steps == 1 or self.student.intermediate_timestep > 0,
             **{f"{section}.train.precision": getattr(self, section).train.precision in PRECISIONS
                for section in TRAINED_SECTIONS},
         }
