@@ -8,6 +8,9 @@ context), so it has the exact p of every token, and prints, per scale (VAR) or p
   - argmax_p: the most probable code, ignoring eps;
   - rule_s: argmax_j log p_j + s <eps, c_j>, for each --scale s;
   - student_t0: the trained student's 1-step prediction (data/<teacher>/student; its context is noise too).
+First it prints the share of pair tokens inside the support of their p. The flow map never picks a code the
+recipe removed, so anything under 100% means the teacher forcing does not reproduce the pairs' laws (a
+shifted context, another recipe) and the table below it is void.
 
 Needs the tokenizer, teacher and pairs stages of TEACHER (and its student stage for the last column); about
 20 s on 2 cores for 400 var-tiny pairs.
@@ -64,6 +67,7 @@ def main() -> None:
         student = load_student(layout, teacher) if (layout.student_dir / "model.pt").exists() else None
         student_tokens = student.predict(labels, noise, 0) if student is not None else None
     log_p, eps_dot_codes = probs.clamp_min(1e-30).log(), noise @ codebook.T             # (B, L, V) each
+    in_support = probs.gather(-1, tokens[..., None]).gt(0).double().mean().item()
 
     if isinstance(teacher, VAR):
         groups = [(f"scale {k} ({stop - start} tokens)", start, stop)
@@ -72,6 +76,7 @@ def main() -> None:
         quarter = tokens.shape[1] // 4
         groups = [(f"tokens {q * quarter}-{(q + 1) * quarter - 1}", q * quarter, (q + 1) * quarter) for q in range(4)]
     columns = ["argmax_p"] + [f"rule_{s:g}" for s in scales] + (["student_t0"] if student is not None else [])
+    print(f"{args.teacher}: {100 * in_support:.2f}% of the pair tokens are inside the support of their p")
     print(f"{args.teacher}: agreement with the flow map's tokens of {len(labels)} pairs")
     print(f"{'':>24}" + "".join(f"{c:>12}" for c in columns))
     for name, start, stop in groups + [("all", 0, tokens.shape[1])]:

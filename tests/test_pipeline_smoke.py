@@ -190,6 +190,25 @@ def test_var_tiny_stages_under_dvc_on_tiny_params(tmp_path):
     assert dd_row["steps"] == 2 and rows[("stage", "argmax", 2)]["fid"] == pytest.approx(dd_row["fid"], rel=1e-9)
     assert len(rows) == 8 and all(np.isfinite(row["fid"]) for row in rows.values())
 
+    # scripts/flow_map_rule.py on all 20 pairs: the teacher forcing reproduces the pairs' laws (every token inside
+    # its recipe's top-k support), the rule at s = 0 is argmax p, and the student's column is the stage's t = 0
+    # agreement
+    out = _run([sys.executable, str(ROOT / "scripts" / "flow_map_rule.py"), "var-tiny", "--num-pairs", "20",
+                "--scale", "0", "--scale", "1"], tmp_path)
+    assert float(re.search(r"([\d.]+)% of the pair tokens are inside", out).group(1)) > 99
+    rows = {name.strip(): [float(x) for x in values.split()]
+            for name, values in re.findall(r"^ *(scale \d \(\d+ tokens\)|all)((?: +[\d.]+){4})$", out, re.M)}
+    assert len(rows) == 7 and all(row[0] == row[1] for row in rows.values())
+    student_metrics = json.loads((metrics / "student.json").read_text())
+    assert rows["all"][3] == pytest.approx(student_metrics["token_agreement_t0"], abs=5e-4)
+
+    # scripts/vqvae_trial.py: a vae-tiny trained 2 steps on the data stage's images, one line, finite FIDs
+    lines = _run([sys.executable, str(ROOT / "scripts" / "vqvae_trial.py"), "--steps", "2", "--batch-size", "8"],
+                 tmp_path).splitlines()
+    [row] = [json.loads(line) for line in lines if line.startswith("{")]
+    assert row["steps"] == 2 and row["seconds_per_step"] > 0 and row["codec_ms_per_image"] > 0
+    assert np.isfinite([row["reconstruction_fid"], row["reconstruction_mse"], row["onestep_fid_data_marginals"]]).all()
+
     # scripts/recipe_sweep.py on the trained teacher: one line per recipe, both FIDs finite
     lines = _run([sys.executable, str(ROOT / "scripts" / "recipe_sweep.py"), "var-tiny", "--recipe", "1.5,16",
                   "--recipe", "0,0", "--num-samples", "20", "--batch-size", "10"], tmp_path).splitlines()
