@@ -1,0 +1,62 @@
+"""Time one compiled flow-map solve (dd/flow.py) per code layout and CPU vector width, side by side.
+
+The pairs stage solves the flow map for every token of every pair. Under a top-k recipe that leaves a small
+share of the codebook, each row solves over its own k candidates, a (rows, k, d) tensor; otherwise over the
+shared (V, d) codebook. This prints the median seconds of one 20-step solve for each, compiled with Inductor's
+default vector width (512 bits on an AVX-512 CPU) and with 256 bits, over interleaved rounds so that machine
+drift hits every variant alike, and checks that every variant picks the same tokens.
+
+    python scripts/flow_speed.py                      # var-tiny's last scale: 500 pairs x 64 tokens, k = 8, d = 8
+    python scripts/flow_speed.py --code-dim 32 --rows 8000
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+import typer
+
+from dd.flow import _rk4_step, flow_map
+import dd.flow
+
+
+def main(rows: int = typer.Option(32000, help="tokens solved at once (var-tiny: 500 pairs x 64 at its last scale)"),
+         top_k: int = typer.Option(8, help="candidates per row (the recipe's top-k)"),
+         codebook_size: int = typer.Option(256, help="V"),
+         code_dim: int = typer.Option(8, help="d"),
+         rounds: int = typer.Option(5, help="timed rounds, after one warm-up round that compiles")) -> None:
+    generator = torch.Generator().manual_seed(0)
+    codebook = torch.randn(codebook_size, code_dim, generator=generator)                       # (V, d)
+    probs, candidates = torch.softmax(3 * torch.randn(rows, codebook_size, generator=generator), -1).topk(top_k, -1)
+    probs = probs / probs.sum(-1, keepdim=True)                                                # (rows, k)
+    full_probs = torch.zeros(rows, codebook_size).scatter(1, candidates, probs)                # (rows, V)
+    eps = torch.randn(rows, code_dim, generator=generator)                                     # (rows, d)
+
+    # Each variant: (its compiled step, the solve's probs, its codes, and how its tokens map to codebook ids).
+    variants = {}
+    for width in (None, 256):
+        name = f"{'default' if width is None else width}-bit"
+        step = torch.compile(_rk4_step, options={"cpp.simdlen": width} if width else None)
+        variants[f"candidates, {name}"] = (step, probs, codebook[candidates], candidates)
+        variants[f"codebook, {name}"] = (step, full_probs, codebook, None)
+    seconds = {name: [] for name in variants}
+    tokens = {}
+    for round_ in range(rounds + 1):
+        for name, (step, p, codes, ids) in variants.items():
+            dd.flow._compiled_rk4_step = lambda *args, step=step: step
+            start = time.perf_counter()
+            chosen = flow_map(eps, p, codes, compile=True)
+            elapsed = time.perf_counter() - start
+            tokens[name] = chosen if ids is None else ids.gather(1, chosen[:, None]).squeeze(1)
+            if round_:
+                seconds[name].append(elapsed)
+    reference = next(iter(tokens.values()))
+    print(f"CPU {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, rows {rows}, "
+          f"k {top_k}, V {codebook_size}, d {code_dim}; median of {rounds} interleaved rounds")
+    for name in variants:
+        print(f"{name:26s} {statistics.median(seconds[name]):8.3f} s   same tokens: {bool((tokens[name] == reference).all())}")
+
+
+if __name__ == "__main__":
+    typer.run(main)
