@@ -61,9 +61,9 @@ def _weights_times_codes(weights: Tensor, codebook: Tensor) -> Tensor:
 SUPPORT_SPEEDUP = 8
 
 # Compiled for the CPU, the candidates' (B, k, d) products vectorise along d. Inductor's 512-bit code (AVX-512)
-# for d = 8, half a vector, was 36x slower than its 256-bit code on a 2-core Sapphire Rapids (32,000 rows x 8
-# candidates: 3.7 s against 0.10 s a solve, the same tokens; scripts/flow_speed.py), so narrow codes get 256-bit
-# vectors, which is what AVX2 CPUs use anyway. The shared codebook's matrix products do not care, nor does d = 32.
+# for d = 8, half a vector, was 35x slower than its 256-bit code on a 2-core AVX-512 Xeon (32,000 rows x 8
+# candidates: 3.99 s against 0.115 s a solve, the same tokens; scripts/flow_speed.py), so narrow codes get
+# 256-bit vectors, which AVX2 CPUs use anyway. The shared codebook's matrix products do not care, nor does d = 32.
 NARROW_CODE_DIM = 16      # fp32 lanes of a 512-bit vector
 
 

@@ -17,8 +17,7 @@ import time
 import torch
 import typer
 
-from dd.flow import _rk4_step, flow_map
-import dd.flow
+from dd import flow
 
 
 def main(rows: int = typer.Option(32000, help="tokens solved at once (var-tiny: 500 pairs x 64 at its last scale)"),
@@ -37,16 +36,16 @@ def main(rows: int = typer.Option(32000, help="tokens solved at once (var-tiny: 
     variants = {}
     for width in (None, 256):
         name = f"{'default' if width is None else width}-bit"
-        step = torch.compile(_rk4_step, options={"cpp.simdlen": width} if width else None)
+        step = torch.compile(flow._rk4_step, options={"cpp.simdlen": width} if width else None)
         variants[f"candidates, {name}"] = (step, probs, codebook[candidates], candidates)
         variants[f"codebook, {name}"] = (step, full_probs, codebook, None)
     seconds = {name: [] for name in variants}
     tokens = {}
     for round_ in range(rounds + 1):
         for name, (step, p, codes, ids) in variants.items():
-            dd.flow._compiled_rk4_step = lambda *args, step=step: step
+            flow._compiled_rk4_step = lambda *args, step=step: step     # this variant's compiled step
             start = time.perf_counter()
-            chosen = flow_map(eps, p, codes, compile=True)
+            chosen = flow.flow_map(eps, p, codes, compile=True)
             elapsed = time.perf_counter() - start
             tokens[name] = chosen if ids is None else ids.gather(1, chosen[:, None]).squeeze(1)
             if round_:
@@ -55,7 +54,8 @@ def main(rows: int = typer.Option(32000, help="tokens solved at once (var-tiny: 
     print(f"CPU {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, rows {rows}, "
           f"k {top_k}, V {codebook_size}, d {code_dim}; median of {rounds} interleaved rounds")
     for name in variants:
-        print(f"{name:26s} {statistics.median(seconds[name]):8.3f} s   same tokens: {bool((tokens[name] == reference).all())}")
+        same = bool((tokens[name] == reference).all())
+        print(f"{name:26s} {statistics.median(seconds[name]):8.3f} s   same tokens: {same}")
 
 
 if __name__ == "__main__":
