@@ -183,7 +183,7 @@ def test_var_tiny_stages_under_dvc_on_tiny_params(tmp_path):
     # row; a student trained against the teacher's laws, decoded both ways: one line per decode and step count
     lines = _run([sys.executable, str(ROOT / "scripts" / "decoding_trial.py"), "var-tiny", "--target", "stage",
                   "--target", "teacher-probs", "--train-steps", "2", "--decode", "argmax", "--decode", "flow",
-                  "--num-samples", "20"], tmp_path).splitlines()
+                  "--num-samples", "20", "--run-dir", str(tmp_path / "decoding_trial")], tmp_path).splitlines()
     rows = {(row["target"], row["decode"], row["steps"]): row
             for row in (json.loads(line) for line in lines if line.startswith("{"))}
     dd_row = json.loads((metrics / "eval.json").read_text())["dd"]
