@@ -94,7 +94,7 @@ def flow_map(eps: Tensor, probs: Tensor, codebook: Tensor, num_steps: int = 20, 
     # Classical RK4 from t = 1 down to t_end on a uniform grid; times as tensors, so one compiled step serves all.
     times = torch.linspace(1.0, t_end, num_steps + 1, dtype=dtype, device=eps.device)
     narrow_candidates = codebook.ndim == 3 and codebook.shape[-1] < NARROW_CODE_DIM
-    step = _compiled_rk4_step(narrow_candidates) if compile else _rk4_step
+    step = _compiled_rk4_step(256 if narrow_candidates else None) if compile else _rk4_step
     x = eps
     for i in range(num_steps):
         x = step(x, times[i], times[i + 1], *field)
@@ -118,6 +118,9 @@ def _rk4_step(x: Tensor, t_cur: Tensor, t_next: Tensor, *field: Tensor) -> Tenso
 
 
 @functools.cache
-def _compiled_rk4_step(narrow_candidates: bool = False):
-    # Static shapes first; a second row count (VAR's scales) makes them dynamic.
-    return torch.compile(_rk4_step, options={"cpp.simdlen": 256} if narrow_candidates else None)
+def _compiled_rk4_step(vector_bits: int | None):
+    """The RK4 step through torch.compile, with CPU vectors of vector_bits (None: Inductor's choice for the CPU).
+
+    Static shapes first; a second row count (VAR's scales) makes them dynamic.
+    """
+    return torch.compile(_rk4_step, options=None if vector_bits is None else {"cpp.simdlen": vector_bits})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from unittest import mock
 
 import torch
 import typer
@@ -34,19 +35,20 @@ def main(rows: int = typer.Option(32000, help="tokens solved at once (var-tiny: 
 
     # Each variant: (its compiled step, the solve's probs, its codes, and how its tokens map to codebook ids).
     variants = {}
-    for width in (None, 256):
-        name = f"{'default' if width is None else width}-bit"
-        step = torch.compile(flow._rk4_step, options={"cpp.simdlen": width} if width else None)
+    for bits in (None, 256):
+        name = f"{'default' if bits is None else bits}-bit"
+        step = flow._compiled_rk4_step(bits)                                  # what flow_map compiles
         variants[f"candidates, {name}"] = (step, probs, codebook[candidates], candidates)
         variants[f"codebook, {name}"] = (step, full_probs, codebook, None)
     seconds = {name: [] for name in variants}
     tokens = {}
     for round_ in range(rounds + 1):
         for name, (step, p, codes, ids) in variants.items():
-            flow._compiled_rk4_step = lambda *args, step=step: step     # this variant's compiled step
-            start = time.perf_counter()
-            chosen = flow.flow_map(eps, p, codes, compile=True)
-            elapsed = time.perf_counter() - start
+            # flow_map picks the width by the codes' layout; here each variant forces its own.
+            with mock.patch.object(flow, "_compiled_rk4_step", lambda bits, step=step: step):
+                start = time.perf_counter()
+                chosen = flow.flow_map(eps, p, codes, compile=True)
+                elapsed = time.perf_counter() - start
             tokens[name] = chosen if ids is None else ids.gather(1, chosen[:, None]).squeeze(1)
             if round_:
                 seconds[name].append(elapsed)

@@ -2,6 +2,7 @@
 import torch
 from scipy import stats
 
+from dd import flow
 from dd.flow import flow_map
 
 
@@ -75,3 +76,16 @@ def test_compiled_solver_gives_the_eager_tokens():
     eager = flow_map(eps, probs, codebook, support_size=16)
     assert torch.equal(flow_map(eps, probs, codebook, support_size=16, compile=True), eager)
     assert torch.equal(flow_map(eps[:700], probs[:700], codebook, support_size=16, compile=True), eager[:700])
+
+
+def test_narrow_candidate_codes_compile_with_256_bit_vectors(monkeypatch):
+    """Inductor's 512-bit CPU code for (rows, k, 8) candidate codes was 35x slower than 256-bit (dd/flow.py): the
+    compiled solve asks for 256-bit vectors there only, not for the shared codebook nor for 32-float codes."""
+    asked = []
+    monkeypatch.setattr(flow, "_compiled_rk4_step", lambda bits: asked.append(bits) or flow._rk4_step)
+    eps, probs, codebook = _problem(50, top_k=16)
+    flow.flow_map(eps, probs, codebook, support_size=16, compile=True)           # 16 of 256 codes: candidates
+    flow.flow_map(eps, probs, codebook, compile=True)                            # the shared codebook
+    eps, probs, codebook = _problem(50, code_dim=32, top_k=16)
+    flow.flow_map(eps, probs, codebook, support_size=16, compile=True)           # candidates, 32-float codes
+    assert asked == [256, None, None]
