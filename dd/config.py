@@ -86,7 +86,6 @@ class VQVAETrainingConfig:
     overrides.<teacher>.vqvae (`resolve` refuses it at the top of the file)."""
     preset: str = "vae-tiny"          # a dd/models/var_vqvae.py preset whose codebook and scales fit the teacher
     commitment: float = 0.25          # beta, the weight of the commitment loss (VAR's value)
-    dead_code_threshold: float = 0.0  # restart a code used fewer times a batch than this (EMA); 0: never
     seed: int = 0                     # initial weights (train.seed draws the batches)
     train: TrainConfig = TrainConfig()
 
@@ -201,7 +200,6 @@ class Config:
             "evaluate.reference": self.evaluate.extractor != "inception" or bool(self.evaluate.reference),
             "evaluate.latency_batch_size": self.evaluate.latency_batch_size in self.latency.batch_sizes,
             "pairs.shard_size": self.pairs.shard_size > 0 and self.pairs.num_pairs > 0,
-            "vqvae.dead_code_threshold": self.vqvae.dead_code_threshold >= 0,
             "student.timesteps (2 steps)": self.student.steps == 1 or self.student.intermediate_timestep > 0,
             **{f"{section}.train.precision": getattr(self, section).train.precision in PRECISIONS
                for section in TRAINED_SECTIONS},
@@ -227,7 +225,6 @@ _HINTS = {
                           "ADM evaluator's VIRTUAL_imagenet256_labeled.npz) or a folder of images, e.g. "
                           "overrides.<teacher>.evaluate.reference in params.yaml",
     "pairs.shard_size": "num_pairs and shard_size must be positive",
-    "vqvae.dead_code_threshold": "hits a batch, 0 (no restarts) or more, e.g. 1.0",
     "student.timesteps (2 steps)": "2-step sampling needs an intermediate timestep above 0, e.g. timesteps: [0, 32]",
 }
 

@@ -18,8 +18,7 @@ The VQVAE keeps its own codes for everything it computes (f_hat, the teacher's i
 
 The embedded `var-tiny` teacher's VQVAE (preset vae-tiny) is trained here on the train split with VAR's
 VQVAE recipe minus its perceptual and GAN terms: L2 reconstruction + the quantiser's commitment and codebook
-losses with the straight-through estimator (MultiScaleVQVAE.quantize_with_loss), and optionally a restart of
-dead codes (vqvae.dead_code_threshold; restart_dead_codes). The tokenizer stage saves it
+losses with the straight-through estimator (MultiScaleVQVAE.quantize_with_loss). The tokenizer stage saves it
 as tokenizer.pt + tokenizer.json (preset, weights), the layout in which a downloaded published VQVAE sits, so
 both load through `MultiScaleTokenizer.load`.
 
@@ -69,69 +68,25 @@ def initialise_codebook(model: MultiScaleVQVAE, images: np.ndarray | Tensor, gen
     model.codebook.copy_(cells[torch.randperm(len(cells), generator=generator)[:model.config.vocab_size]])
 
 
-USAGE_DECAY = 0.99   # per step, of each code's hits a batch: the reference's ema_vocab_hit_SV
-
-
-@torch.no_grad()
-def restart_dead_codes(model: MultiScaleVQVAE, f: Tensor, generator: torch.Generator, threshold: float) -> int:
-    """Dead-code restart: re-seed every code used fewer than `threshold` times a batch (EMA over steps, all scales
-    together) with a vector its quantiser now sees, one of the batch's downsampled residuals (f: latents
-    (B, D, h, w)) drawn with `generator`. Returns how many codes it restarted.
-
-    Why: a code that no residual is nearest to gets no codebook gradient and stays unused for good, and how many
-    die depends on the seed. Without restarts var-tiny's VQVAE (3,000 steps) used 0.90 to 0.98 of its codes at
-    the finest scale by seed, and reconstructed at FID 6.7 to 10.7 (docs/experiments.md).
-
-    The usage EMA lives in the model's ``quantize.ema_vocab_hit_SV`` (K, V), so a resumed training resumes it.
-    It starts with every code at the batch's mean, and a restarted code goes back to it: a code is
-    restarted only after going unused for a while (from a mean of 16 hits a batch to a threshold of 1: ~280
-    steps), never for one batch's chance miss.
-    """
-    tokens, inputs = model.tokenize_with_inputs(f)                      # K x (B, T), K x (B*T, D)
-    vocab_size = model.config.vocab_size
-    hits = torch.stack([torch.bincount(t.flatten(), minlength=vocab_size) for t in tokens]).float()   # (K, V)
-    usage = model.quantize.ema_vocab_hit_SV                             # (K, V)
-    if not usage.any():
-        usage.copy_(hits.mean(1, keepdim=True).expand_as(hits))
-    usage.lerp_(hits, 1 - USAGE_DECAY)
-    dead = usage.sum(0) < threshold                                     # (V,)
-    count = int(dead.sum())
-    if count:
-        residuals = torch.cat(inputs)                                   # (cells, D)
-        drawn = torch.randint(len(residuals), (count,), generator=generator).to(residuals.device)
-        model.codebook[dead] = residuals[drawn].to(model.codebook.dtype)
-        usage[:, dead] = hits.mean(1, keepdim=True)
-    return count
-
-
-def vqvae_loss(model: MultiScaleVQVAE, images: Tensor, beta: float, generator: torch.Generator | None = None,
-               dead_code_threshold: float = 0.0) -> Tensor:
-    """L2 reconstruction + the quantiser's commitment (weight beta) and codebook losses; images uint8 (B, H, W, C).
-    With a dead_code_threshold, unused codes are restarted from this batch first (restart_dead_codes)."""
+def vqvae_loss(model: MultiScaleVQVAE, images: Tensor, beta: float) -> Tensor:
+    """L2 reconstruction + the quantiser's commitment (weight beta) and codebook losses; images uint8 (B, H, W, C)."""
     pixels = to_pixels(images).to(next(model.parameters()).device)      # (B, C, H, W)
-    f = model.encode(pixels)                                            # (B, D, h, w)
-    if dead_code_threshold > 0:
-        restart_dead_codes(model, f.detach(), generator, dead_code_threshold)
-    f_hat, _, vq_loss = model.quantize_with_loss(f, beta)               # (B, D, h, w), ()
-    # Not clamped (unlike decode_fhat), so the reconstruction's gradient never vanishes; as model.forward.
-    reconstruction = model.decoder(model.post_quant_conv(f_hat))        # (B, C, H, W)
+    reconstruction, vq_loss = model(pixels, beta)                      # (B, C, H, W), ()
     return F.mse_loss(reconstruction, pixels) + vq_loss
 
 
 def train_vqvae(config: VQVAEConfig, images: Tensor, train_config: TrainConfig, commitment: float, seed: int,
                 run_dir: Path, log_path: Path, fingerprint: str, description: str = "vqvae", progress: bool = True,
-                device: torch.device | str = "cpu", dead_code_threshold: float = 0.0) -> MultiScaleVQVAE:
+                device: torch.device | str = "cpu") -> MultiScaleVQVAE:
     """A MultiScaleVQVAE trained on uint8 images (N, H, W, C) with vqvae_loss: its weights drawn from `seed`, its
     codes seeded from the latents of 64 images drawn with `seed`, then the training loop (resumable in run_dir;
-    dd/training.py), restarting dead codes when dead_code_threshold > 0. Returns the training loop's EMA copy,
-    which with ema_decay 0 (the vae-tiny params) holds the final weights exactly. Single-process: the restart
-    edits the codebook outside the gradient, which DDP would not keep in step across ranks."""
+    dd/training.py). Returns the training loop's EMA copy, which with ema_decay 0 (the vae-tiny params) holds the
+    final weights exactly."""
     torch.manual_seed(seed)
     model = MultiScaleVQVAE(config).to(device)
     generator = torch.Generator().manual_seed(seed)
     initialise_codebook(model, images[torch.randperm(len(images), generator=generator)[:64]], generator)
-    return train(model, lambda model, indices, generator: vqvae_loss(model, images[indices], commitment, generator,
-                                                                     dead_code_threshold),
+    return train(model, lambda model, indices, generator: vqvae_loss(model, images[indices], commitment),
                  len(images), train_config, run_dir, log_path, fingerprint, description, progress)
 
 

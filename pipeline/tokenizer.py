@@ -63,7 +63,7 @@ def vqvae(config: Config, layout: Layout, progress: bool = True) -> dict:
     trained = train_vqvae(vqvae_config, torch.from_numpy(train_set.images), config.vqvae.train,
                           config.vqvae.commitment, config.vqvae.seed, layout.tokenizer_dir,
                           layout.tokenizer_dir / "train_log.jsonl", run_fingerprint, f"tokenizer {layout.teacher}",
-                          progress, compute_device(), config.vqvae.dead_code_threshold)
+                          progress, compute_device())
     tokenizer = MultiScaleTokenizer(trained)
     test_tokens = tokenizer.encode(test.images)
     metrics = {**tokenizer_metrics(tokenizer, test.images, test_tokens), **scale_usage(tokenizer, test_tokens)}

@@ -27,7 +27,7 @@ from dd.config import TrainConfig
 from dd.evaluation import frechet_distance, predict
 from dd.models.var_vqvae import PRESETS
 from dd.sampling import TokenMarginals, balanced_labels, per_sample_noise, token_uniforms
-from dd.var_tokenizer import MultiScaleTokenizer, scale_usage, train_vqvae
+from dd.var_tokenizer import MultiScaleTokenizer, train_vqvae
 
 
 def main() -> None:
@@ -38,8 +38,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=0.004)
     parser.add_argument("--commitment", type=float, default=0.25)
-    parser.add_argument("--dead-code-threshold", type=float, default=0.0,
-                        help="restart codes used fewer times a batch than this (params vqvae.dead_code_threshold)")
     parser.add_argument("--seed", type=int, default=0, help="initial weights and batches")
     parser.add_argument("--sample-seed", type=int, default=2, help="onestep's noise (params.yaml sample.seed)")
     parser.add_argument("--data", type=Path, default=Path("data"), help="the pipeline's data folder")
@@ -57,14 +55,13 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as run_dir:
         trained = train_vqvae(config, images, train_config, args.commitment, args.seed, Path(run_dir),
-                              Path(run_dir) / "log.jsonl", "trial", dead_code_threshold=args.dead_code_threshold)
+                              Path(run_dir) / "log.jsonl", "trial")
     train_seconds = time.perf_counter() - started
 
     tokenizer, classifier = MultiScaleTokenizer(trained), load_classifier(layout)
     real, _ = predict(classifier, test.images)
     started = time.perf_counter()
-    test_tokens = tokenizer.encode(test.images)
-    reconstructions = tokenizer.decode(test_tokens)
+    reconstructions = tokenizer.decode(tokenizer.encode(test.images))
     codec_seconds = time.perf_counter() - started
 
     # onestep: each token from its class's per-position law over the train images' tokens.
@@ -77,15 +74,13 @@ def main() -> None:
 
     print(json.dumps({
         "ch_mult": args.ch_mult, "num_res_blocks": args.num_res_blocks, "steps": args.steps,
-        "batch_size": args.batch_size, "learning_rate": args.learning_rate, "seed": args.seed,
-        "dead_code_threshold": args.dead_code_threshold,
+        "batch_size": args.batch_size, "learning_rate": args.learning_rate,
         "parameters_M": round(sum(p.numel() for p in trained.parameters()) / 1e6, 3),
         "seconds_per_step": round(train_seconds / args.steps, 3),
         "codec_ms_per_image": round(1000 * codec_seconds / len(test), 2),
         "reconstruction_fid": round(frechet_distance(real, predict(classifier, reconstructions)[0]), 2),
         "reconstruction_mse": round(float(np.mean((reconstructions / 255.0 - test.images / 255.0) ** 2)), 5),
         "onestep_fid_data_marginals": round(frechet_distance(real, predict(classifier, onestep)[0]), 2),
-        "codebook_usage_per_scale": [round(u, 3) for u in scale_usage(tokenizer, test_tokens)["codebook_usage_per_scale"]],
     }))
 
 

@@ -11,8 +11,7 @@ from dd.checkpoint import save_weights
 from dd.config import resolve
 from dd.data import ImageSet
 from dd.models.var_vqvae import PRESETS, MultiScaleVQVAE
-from dd.var_tokenizer import (USAGE_DECAY, MultiScaleTokenizer, initialise_codebook, restart_dead_codes, scale_usage,
-                              to_pixels, vqvae_loss)
+from dd.var_tokenizer import MultiScaleTokenizer, initialise_codebook, scale_usage, to_pixels, vqvae_loss
 
 TINY = PRESETS["vae-tiny"]        # 32x32 grey -> 8x8 latent, scales (1, 2, 3, 4, 6, 8): 130 tokens, V = 256, E = 8
 
@@ -80,61 +79,6 @@ def test_straight_through_and_the_two_quantiser_losses():
     torch.testing.assert_close(f.grad, expected)
     assert model.codebook.grad.abs().sum() > 0
 
-
-
-def test_codes_unused_for_a_while_restart_from_the_residuals_their_quantiser_sees():
-    model = tiny_vqvae()
-    with torch.no_grad():
-        f = model.encode(to_pixels(images(8)))                                       # (8, E, 8, 8)
-        model.codebook[:4] = 100.0                                                   # nearest to nothing: dead
-        tokens, inputs = model.tokenize_with_inputs(f)
-    assert [tuple(z.shape) for z in inputs] == [(8 * pn * pn, 8) for pn in TINY.patch_nums]
-    assert not any((t < 4).any() for t in tokens)
-    usage = model.quantize.ema_vocab_hit_SV                                          # (K, V), in the checkpoint
-    mean = 8 * 130 / 256                                                             # hits a batch of each code
-
-    # The first batch starts every code at its scale's mean: no code is restarted for one batch's chance miss.
-    before = model.codebook.detach().clone()
-    assert restart_dead_codes(model, f, torch.Generator().manual_seed(0), threshold=1.0) == 0
-    torch.testing.assert_close(usage.sum(), torch.tensor(8.0 * 130))
-    assert torch.equal(model.codebook, before)
-
-    # Unused codes decay towards 0 at USAGE_DECAY a step: after n steps from the mean they fall below the threshold.
-    steps = 0
-    while mean * USAGE_DECAY ** (steps + 1) >= 1.0:
-        steps += 1
-    for _ in range(steps - 1):
-        assert restart_dead_codes(model, f, torch.Generator().manual_seed(0), threshold=1.0) == 0
-    restarted = restart_dead_codes(model, f, torch.Generator().manual_seed(0), threshold=1.0)
-    assert restarted >= 4
-    dead = (model.codebook != before).any(1)
-    assert dead[:4].all() and int(dead.sum()) == restarted
-    residuals = torch.cat(inputs)                                                    # every scale's inputs
-    assert all((residuals == code).all(1).any() for code in model.codebook[dead])
-    per_scale_mean = torch.tensor([8.0 * pn * pn / 256 for pn in TINY.patch_nums])[:, None]   # (K, 1)
-    torch.testing.assert_close(usage[:, dead], per_scale_mean.expand(-1, restarted))
-
-    # Drawn with the generator: the same seed restarts the same codes to the same vectors.
-    again = tiny_vqvae()
-    with torch.no_grad():
-        again.codebook[:4] = 100.0
-    for _ in range(steps + 1):
-        restart_dead_codes(again, f, torch.Generator().manual_seed(0), threshold=1.0)
-    assert torch.equal(again.codebook, model.codebook)
-
-
-def test_the_loss_with_restarts_updates_usage_and_trains():
-    model, batch = tiny_vqvae(), torch.from_numpy(images(8))
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    losses = []
-    for step in range(12):
-        loss = vqvae_loss(model, batch, 0.25, torch.Generator().manual_seed(step), dead_code_threshold=1.0)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0], losses
-    assert model.quantize.ema_vocab_hit_SV.sum() > 0 and "quantize.ema_vocab_hit_SV" in model.state_dict()
 
 def test_tokenizer_saves_loads_and_decodes_partial_scales(tmp_path):
     layout = Layout("var-tiny", data_root=tmp_path / "data", metrics_root=tmp_path / "metrics")

@@ -8,9 +8,9 @@ pixels. Module names and shapes match the reference implementation
 published vae_ch160v4096z32.pth loads with ``load_state_dict(strict=True)``.
 
 Training (``quantize_with_loss`` and ``forward``) follows the reference's VectorQuantizer2.forward: the commitment
-loss, the codebook loss and the straight-through estimator. Left out: dropout, and the perceptual and GAN losses of VAR's VQVAE
-training. The usage buffer ``quantize.ema_vocab_hit_SV`` is the reference's (so checkpoints load); here only
-dd/var_tokenizer.py's optional dead-code restart updates and reads it, during training.
+loss, the codebook loss and the straight-through estimator. Left out: the code-usage EMA updates (the usage
+buffer ``quantize.ema_vocab_hit_SV`` is kept only so checkpoints load; dd/var_tokenizer.py measures usage on
+held-out images instead), dropout, and the perceptual and GAN losses of VAR's VQVAE training.
 
 Dimension letters used in shape comments:
     B batch, C channels (image or feature), H/W image pixels, h/w latent grid (= H/16, W/16 for the published
@@ -204,8 +204,7 @@ class MultiScaleQuantizer(nn.Module):
     def __init__(self, config: VQVAEConfig):
         super().__init__()
         self.quant_resi = PhiPartiallyShared(config)
-        # Code-usage statistics of VAE training (the EMA of each scale's hits per batch): persistent, so in the
-        # checkpoint; only the optional dead-code restart (dd/var_tokenizer.py) writes and reads it.
+        # Code-usage statistics of VAE training: persistent (it is in the checkpoint), never read here.
         self.register_buffer("ema_vocab_hit_SV", torch.zeros(config.num_scales, config.vocab_size))
         self.embedding = nn.Embedding(config.vocab_size, config.code_dim)
         self.register_load_state_dict_pre_hook(self._adopt_usage_shape)
@@ -253,16 +252,13 @@ class MultiScaleVQVAE(nn.Module):
         pn = self.config.patch_nums[si + 1]
         return rearrange(F.interpolate(f_hat, size=(pn, pn), mode="area"), "b d p q -> b (p q) d")
 
-    def _scale_input(self, si: int, f_rest: Tensor) -> Tensor:
-        """What scale si quantises: the residual f_rest (B, D, h, w) area-downsampled to pn x pn, (B*T, D)."""
+    def _nearest_codes(self, si: int, f_rest: Tensor, codebook: Tensor, code_sq: Tensor) -> Tensor:
+        """Scale si's tokens (B, pn*pn): the nearest code (plain squared L2) to each cell of the residual f_rest
+        (B, D, h, w) area-downsampled to pn x pn."""
         pn = self.config.patch_nums[si]
         last = si == self.config.num_scales - 1
         z = f_rest if last else F.interpolate(f_rest, size=(pn, pn), mode="area")  # (B, D, pn, pn)
-        return rearrange(z, "b d p q -> (b p q) d")  # (B*T, D)
-
-    def _nearest_codes(self, si: int, f_rest: Tensor, codebook: Tensor, code_sq: Tensor) -> Tensor:
-        """Scale si's tokens (B, pn*pn): the nearest code (plain squared L2) to each cell of _scale_input."""
-        z = self._scale_input(si, f_rest)  # (B*T, D)
+        z = rearrange(z, "b d p q -> (b p q) d")  # (B*T, D)
         # |z|^2 + |e|^2 - 2 z.e, the same expansion as the reference (so near-ties resolve alike).
         dist = torch.addmm(z.square().sum(1, keepdim=True) + code_sq, z, codebook.T, beta=1, alpha=-2)  # (B*T, V)
         return rearrange(dist.argmin(1), "(b t) -> b t", b=f_rest.shape[0])  # (B, T)
@@ -285,23 +281,16 @@ class MultiScaleVQVAE(nn.Module):
         Scale si takes the nearest code (plain squared L2, no normalisation) to each cell of the residual
         f - f_hat area-downsampled to pn x pn, then adds its phi'd upsampled code map to f_hat.
         """
-        return self.tokenize_with_inputs(f)[0]
-
-    @torch.no_grad()
-    def tokenize_with_inputs(self, f: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """``tokenize``, and what each scale quantised: the downsampled residuals (B*T, D) its codes were
-        nearest to (dd/var_tokenizer.py restarts unused codes from them)."""
         self._check_latent(f)
         codebook = self.codebook.float()  # (V, D)
         code_sq = codebook.square().sum(1)  # (V,)
         f_rest = f.detach().float()
-        tokens, inputs = [], []
+        tokens = []
         for si in range(self.config.num_scales):
-            inputs.append(self._scale_input(si, f_rest))  # (B*T, D)
             idx = self._nearest_codes(si, f_rest, codebook, code_sq)  # (B, T)
             tokens.append(idx)
             f_rest = f_rest - self._scale_grid(si, idx).float()
-        return tokens, inputs
+        return tokens
 
     def quantize_with_loss(self, f: Tensor, beta: float) -> tuple[Tensor, list[Tensor], Tensor]:
         """Training quantisation of f (B, D, h, w) (upstream VectorQuantizer2.forward, without usage statistics).
