@@ -48,7 +48,7 @@ CODE_DIM = 8
 
 def random_model(preset: str, device) -> GPT:
     model = GPT(PRESETS[preset])
-    torch.nn.init.normal_(model.output.weight, std=0.02)   # upstream zero-inits the head; give logits some spread
+    model.init_weights(head_std=0.02)
     return model.to(device, torch.bfloat16).eval().requires_grad_(False)
 
 

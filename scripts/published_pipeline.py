@@ -44,7 +44,7 @@ def published_files(teacher_preset: str, hub: Path) -> dict:
     spec = PUBLISHED[teacher_preset]
     if spec.family == "llamagen":
         teacher = GPT(GPT_PRESETS[teacher_preset])
-        torch.nn.init.normal_(teacher.output.weight, std=0.02)   # upstream zero-inits the head; give logits spread
+        teacher.init_weights(head_std=0.02)
         teacher_file = {"model": teacher.state_dict()}
         tokenizer_file = {"model": VQModel(VQ_PRESETS[spec.tokenizer_preset]).state_dict()}
     else:                                                         # VAR publishes bare state_dicts

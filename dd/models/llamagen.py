@@ -201,15 +201,20 @@ class GPT(nn.Module):
         self.register_buffer("rope_bits", rope_table_2d(config).view(torch.int32), persistent=False)
         self.init_weights()
 
-    def init_weights(self) -> None:
-        """LlamaGen's init: N(0, 0.02) for every Linear and Embedding, then a zero output head.
+    def init_weights(self, head_std: float = 0.0) -> None:
+        """LlamaGen's init: N(0, 0.02) for every Linear and Embedding, then the output head N(0, head_std).
 
-        The zero head (also from the reference) makes a fresh model predict the uniform distribution.
+        The reference zeroes the head (head_std 0), so a fresh model predicts the uniform distribution. Timing
+        runs on random weights (scripts/gpu_check.py, published_pipeline.py) pass 0.02 so that the logits spread
+        and top-k / top-p see a realistic law.
         """
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        nn.init.zeros_(self.output.weight)
+        if head_std:
+            nn.init.normal_(self.output.weight, mean=0.0, std=head_std)
+        else:
+            nn.init.zeros_(self.output.weight)      # draws nothing: what the pipeline's teachers are seeded with
 
     @property
     def rope(self) -> Tensor:
