@@ -1,4 +1,8 @@
 """The per-token flow map: its token law is the teacher's p, and the default solver is accurate."""
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 from scipy import stats
 
@@ -89,3 +93,14 @@ def test_narrow_candidate_codes_compile_with_256_bit_vectors(monkeypatch):
     eps, probs, codebook = _problem(50, code_dim=32, top_k=16)
     flow.flow_map(eps, probs, codebook, support_size=16, compile=True)           # candidates, 32-float codes
     assert asked == [256, None, None]
+
+
+def test_flow_speed_benchmark_runs_and_every_variant_picks_the_same_tokens():
+    """scripts/flow_speed.py, at a tiny size: it compiles the four solves flow_map can run and exits non-zero
+    when any picks other tokens (~40 s, mostly compiling)."""
+    script = Path(__file__).parents[1] / "scripts" / "flow_speed.py"
+    done = subprocess.run([sys.executable, str(script), "--rows", "64", "--rounds", "1"], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if "same tokens" in line]
+    assert len(rows) == 4 and all(line.endswith("same tokens: True") for line in rows), done.stdout
