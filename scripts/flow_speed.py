@@ -59,7 +59,8 @@ def main(rows: int = typer.Option(32000, help="tokens solved at once (var-tiny: 
     for name in variants:
         same = bool((tokens[name] == reference).all())
         print(f"{name:26s} {statistics.median(seconds[name]):8.3f} s   same tokens: {same}")
-        differ += [] if same else [name]
+        if not same:
+            differ.append(name)
     if differ:     # a faster solve that picks other tokens would change the pairs: not a speed-up
         raise SystemExit(f"{', '.join(differ)} picked other tokens than {next(iter(variants))}")
 

@@ -47,8 +47,7 @@ CODE_DIM = 8
 
 
 def random_model(preset: str, device) -> GPT:
-    model = GPT(PRESETS[preset])
-    model.init_weights(head_std=0.02)
+    model = GPT(PRESETS[preset], head_std=0.02)
     return model.to(device, torch.bfloat16).eval().requires_grad_(False)
 
 

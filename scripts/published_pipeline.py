@@ -43,8 +43,7 @@ def published_files(teacher_preset: str, hub: Path) -> dict:
     """Random-weight checkpoints of the preset in its published format, in hub; their URLs as params overrides."""
     spec = PUBLISHED[teacher_preset]
     if spec.family == "llamagen":
-        teacher = GPT(GPT_PRESETS[teacher_preset])
-        teacher.init_weights(head_std=0.02)
+        teacher = GPT(GPT_PRESETS[teacher_preset], head_std=0.02)
         teacher_file = {"model": teacher.state_dict()}
         tokenizer_file = {"model": VQModel(VQ_PRESETS[spec.tokenizer_preset]).state_dict()}
     else:                                                         # VAR publishes bare state_dicts

@@ -10,16 +10,13 @@ from dd.models.llamagen import GPT, PRESETS, KVCache
 def build_tiny(seed: int = 0) -> GPT:
     """Tiny model with every weight random (the reference init zeroes the output head, which would hide bugs)."""
     torch.manual_seed(seed)
-    model = GPT(PRESETS["llamagen-tiny"]).eval()
-    model.init_weights(head_std=0.02)
-    return model
+    return GPT(PRESETS["llamagen-tiny"], head_std=0.02).eval()
 
 
 def test_the_reference_init_zeroes_the_head_and_random_weight_runs_spread_it():
     torch.manual_seed(0)
-    model = GPT(PRESETS["llamagen-tiny"])
-    assert torch.all(model.output.weight == 0)                     # a fresh model predicts the uniform law
-    model.init_weights(head_std=0.02)
+    assert torch.all(GPT(PRESETS["llamagen-tiny"]).output.weight == 0)   # a fresh model predicts the uniform law
+    model = GPT(PRESETS["llamagen-tiny"], head_std=0.02)
     assert abs(model.output.weight.std().item() - 0.02) < 0.002
     assert abs(model.tok_embeddings.weight.std().item() - 0.02) < 0.002
 

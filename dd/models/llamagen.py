@@ -183,7 +183,7 @@ class ClassEmbedding(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, head_std: float = 0.0):
         super().__init__()
         if config.cls_token_num != 1:
             raise ValueError("class-conditional LlamaGen embeds a label as exactly one token (cls_token_num=1)")
@@ -199,14 +199,14 @@ class GPT(nn.Module):
         # model.to(bfloat16) / .half() leave it alone (they cast floating buffers only): the reference keeps
         # RoPE in float32 whatever the weight dtype, and bf16 angles would visibly change the logits.
         self.register_buffer("rope_bits", rope_table_2d(config).view(torch.int32), persistent=False)
-        self.init_weights()
+        self.init_weights(head_std)
 
     def init_weights(self, head_std: float = 0.0) -> None:
         """LlamaGen's init: N(0, 0.02) for every Linear and Embedding, then the output head N(0, head_std).
 
         The reference zeroes the head (head_std 0), so a fresh model predicts the uniform distribution. Timing
-        runs on random weights (scripts/gpu_check.py, published_pipeline.py) pass 0.02 so that the logits spread
-        and top-k / top-p see a realistic law.
+        runs on random weights (scripts/gpu_check.py, published_pipeline.py) build GPT(config, head_std=0.02) so
+        that the logits spread and top-k / top-p see a realistic law.
         """
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
