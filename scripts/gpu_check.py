@@ -10,12 +10,14 @@ Speed does not depend on the weights, so the models are the published architectu
                  VARStudent of dd/var_student.py: 1 + 680 positions, block mask, noise/data embedding)
 Then a smoke run: a few hundred pairs from llamagen-b through the flow map, a few student training steps on
 them, and 1- and 2-step sampling, all on the GPU. Last, the published path through the pipeline's own stages
-(scripts/published_pipeline.py): LlamaGen-B and VQ-16 checkpoints written in the published format (random weights),
-fetched by the tokenizer and teacher stages from file:// URLs, then pairs, student, sample, sample_dd and
-latency with the paper recipe at small counts, exactly as `dvc repro` runs them (evaluate needs Inception
+(scripts/published_pipeline.py) for each of --pipeline-presets (default llamagen-b): the teacher and tokenizer
+checkpoints written in the published format (random weights), fetched by the tokenizer and teacher stages from
+file:// URLs, then pairs, student, sample, sample_dd and latency with the paper recipe at small counts (256
+pairs, 10 student steps, 128 samples, batch 64), exactly as `dvc repro` runs them (evaluate needs Inception
 weights, which this offline machine lacks).
 
     python scripts/gpu_check.py                 # prints a table; --out DIR also writes gpu_check.json there
+    python scripts/gpu_check.py --sections pipeline --pipeline-presets var-d16
 """
 from __future__ import annotations
 
@@ -108,6 +110,7 @@ def latency_table(presets, batch_sizes, repeats, device) -> list[dict]:
             noise = per_sample_noise(0, range(batch_size), num_tokens, code_dim).to(device)
             run_teacher, run_dd = (lambda: teacher(labels, noise)), (lambda: dd(labels, noise))
             timings = {"teacher": time_call(run_teacher, repeats), "dd_1step": time_call(run_dd, repeats)}
+            torch.cuda.empty_cache()   # the eager runs' cached blocks go back, so the graphs' private pool fits
             timings["teacher_graph"] = time_call(as_graph(run_teacher), repeats)
             timings["dd_1step_graph"] = time_call(as_graph(run_dd), repeats)
             row = {"preset": preset, "batch_size": batch_size,
@@ -171,6 +174,8 @@ def main():
     parser.add_argument("--smoke-student-steps", type=int, default=20)
     parser.add_argument("--sections", nargs="+", choices=["latency", "smoke", "pipeline"],
                         default=["latency", "smoke", "pipeline"], help="which checks to run (default: all)")
+    parser.add_argument("--pipeline-presets", nargs="+", default=["llamagen-b"],
+                        help="published presets the pipeline section takes through the stages")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -179,16 +184,24 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = True   # recorded in the output: it changes numerics, not shapes
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "tf32": True, "dtype": "bfloat16",
               "recipe": {"llamagen": dataclasses.asdict(PAPER_RECIPE), "var": dataclasses.asdict(VAR_PAPER_RECIPE)}}
+
+    def save():   # after every section, so a later section's failure keeps the earlier ones' figures
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2))
+
     if "latency" in args.sections:
         result["latency"] = latency_table(args.presets, args.batch_sizes, args.repeats, device)
+        save()
     if "smoke" in args.sections:
         result["smoke"] = smoke(device, args.smoke_pairs, args.smoke_student_steps)
+        save()
     if "pipeline" in args.sections:
         from published_pipeline import published_pipeline, small_counts   # a sibling script, run from here
-        result["published_pipeline"] = published_pipeline("llamagen-b", small_counts(256, 10, 128, 64))
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2))
+        for preset in args.pipeline_presets:
+            result.setdefault("published_pipeline", {})[preset] = published_pipeline(preset, small_counts(256, 10, 128, 64))
+            torch.cuda.empty_cache()
+            save()
     print(f"\n{result['device']}, torch {result['torch']}, bf16, paper recipes (LlamaGen cfg 2.0 top-k 8000; VAR cfg 2.0 "
           "ramped, top-k 900, top-p 0.95)")
     print(f"{'preset':<12}{'batch':>6}{'teacher ms/img':>16}{'graph':>10}{'dd 1-step':>11}{'graph':>10}{'speed-up':>10}")

@@ -77,7 +77,9 @@ def published_pipeline(teacher_preset: str, overrides: dict | None = None) -> di
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         (root / "hub").mkdir()
+        started = time.perf_counter()
         settings = {**small_counts(8, 2, 8, 4), **published_files(teacher_preset, root / "hub"), **(overrides or {})}
+        print(json.dumps({"published_files_seconds": round(time.perf_counter() - started, 2)}), flush=True)
         config = resolve({"teachers": [teacher_preset], "overrides": {teacher_preset: settings}}, teacher_preset)
         layout = Layout(teacher_preset, data_root=root / "data", metrics_root=root / "metrics")
         report = {"teacher": teacher_preset, "device": str(compute_device()),
@@ -89,6 +91,11 @@ def published_pipeline(teacher_preset: str, overrides: dict | None = None) -> di
             report["stage_seconds"][stage] = round(time.perf_counter() - started, 2)
             # The process's peak so far (Linux: KiB): what a machine needs to run the stages up to this one.
             report["peak_rss_gib"][stage] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+            if torch.cuda.is_available():   # the GPU's own peak (tensors the stage allocated), what a card needs
+                report.setdefault("peak_gpu_gib", {})[stage] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+            # As each stage ends, so a run stopped at a time limit still says how far it got.
+            print(json.dumps({"stage": stage, "seconds": report["stage_seconds"][stage],
+                              "peak_rss_gib": report["peak_rss_gib"][stage]}), flush=True)
         report["latency"] = json.loads((layout.metrics_dir / "latency.json").read_text())
         log = (layout.metrics_dir / "student_log.jsonl").read_text().splitlines()
         report["student_log"] = [json.loads(line) for line in log]
@@ -114,7 +121,8 @@ def main() -> None:
         args.out.write_text(json.dumps(report, indent=2))
     print(f"\n{args.teacher} on {report['device']}, random weights, recipe {report['recipe']}")
     for stage, seconds in report["stage_seconds"].items():
-        print(f"  {stage:<10}{seconds:>9.1f} s   peak RSS so far {report['peak_rss_gib'][stage]:.1f} GiB")
+        gpu = f", GPU {report['peak_gpu_gib'][stage]:.1f} GiB" if "peak_gpu_gib" in report else ""
+        print(f"  {stage:<10}{seconds:>9.1f} s   peak RSS so far {report['peak_rss_gib'][stage]:.1f} GiB{gpu}")
     for batch, row in report["latency"].items():
         if batch.startswith("batch_"):
             print(f"  latency {batch}: " + ", ".join(f"{method} {values['seconds_per_image'] * 1e3:.1f} ms/img"
