@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dd.checkpoint import load_json, load_state_dict
+from dd.checkpoint import load_json, load_state_dict, with_weights
 from dd.data import ImageSet
 from dd.evaluation import ClassifierConfig, FeatureClassifier
 from dd.models.llamagen import GPT
@@ -108,10 +108,11 @@ def load_frozen_teacher(layout: Layout, device: torch.device | str = "cpu") -> G
 def load_student(layout: Layout, teacher: GPT | VAR) -> DDStudent | VARStudent:
     """The trained student of the teacher's family, frozen, on the teacher's device."""
     if isinstance(teacher, VAR):
-        student = VARStudent(teacher.config)
+        build = lambda: VARStudent(teacher.config)
     else:
-        student = DDStudent(teacher, load_tokenizer(layout).codebook.shape[1])
-    student.load_state_dict(load_state_dict(layout.student_dir / "model.pt"), strict=True)
+        code_dim = load_tokenizer(layout).codebook.shape[1]
+        build = lambda: DDStudent(teacher, code_dim)
+    student = with_weights(build, load_state_dict(layout.student_dir / "model.pt"))
     return student.to(next(teacher.parameters()).device).eval().requires_grad_(False)
 
 

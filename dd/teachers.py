@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from dd.checkpoint import load_json, load_state_dict
+from dd.checkpoint import load_json, load_state_dict, with_weights
 from dd.config import RecipeConfig
 from dd.models.llamagen import GPT, PRESETS, KVCache
 from dd.models.var import VAR, PRESETS as VAR_PRESETS
@@ -56,8 +56,7 @@ def load_teacher(folder: str | Path) -> GPT | VAR:
     when trained here, the published file as downloaded otherwise)."""
     folder = Path(folder)
     meta = load_json(folder / "model.json")
-    model = build_model(meta["preset"])
-    model.load_state_dict(load_state_dict(folder / meta.get("weights", "model.pt")), strict=True)
+    model = with_weights(lambda: build_model(meta["preset"]), load_state_dict(folder / meta.get("weights", "model.pt")))
     return model.eval().requires_grad_(False)
 
 

@@ -130,7 +130,8 @@ class VARStudent(nn.Module):
         self.noise_logits = NoiseLogits(config.code_dim, config.vocab_size)   # dd.student: the flow-map rule
         self.zero_new_parameters()
         # The student's own mask; derived from the config, so not saved (the teacher's mask buffer in `var` is).
-        self.register_buffer("attn_bias", student_attn_bias(config), persistent=False)  # (S, S)
+        # Made on the CPU even under a meta-device context (dd.checkpoint.with_weights), as no file holds it.
+        self.register_buffer("attn_bias", student_attn_bias(config, torch.device("cpu")), persistent=False)  # (S, S)
 
     @torch.no_grad()
     def zero_new_parameters(self) -> None:

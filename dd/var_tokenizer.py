@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from dd.checkpoint import load_json, load_state_dict
+from dd.checkpoint import load_json, load_state_dict, with_weights
 from dd.config import TrainConfig
 from dd.models.var_vqvae import PRESETS, MultiScaleVQVAE, VQVAEConfig
 from dd.training import train
@@ -103,8 +103,7 @@ class MultiScaleTokenizer:
         if meta["preset"] not in PRESETS:
             raise ValueError(f"{folder / SIDECAR} names {meta['preset']!r}, not a multi-scale VQVAE preset "
                              f"({', '.join(PRESETS)})")
-        model = MultiScaleVQVAE(PRESETS[meta["preset"]])
-        model.load_state_dict(load_state_dict(folder / meta["weights"]), strict=True)
+        model = with_weights(lambda: MultiScaleVQVAE(PRESETS[meta["preset"]]), load_state_dict(folder / meta["weights"]))
         return cls(model.to(device))
 
     @property

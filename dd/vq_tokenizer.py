@@ -19,7 +19,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from dd.checkpoint import load_json, load_state_dict
+from dd.checkpoint import load_json, load_state_dict, with_weights
 from dd.models.llamagen_vq import PRESETS as VQ_PRESETS, VQModel
 from dd.models.var_vqvae import PRESETS as VAE_PRESETS, MultiScaleVQVAE
 
@@ -44,11 +44,10 @@ class VQTokenizer:
     def load(cls, folder: str | Path, device: torch.device | str = "cpu") -> "VQTokenizer":
         folder = Path(folder)
         meta = load_json(folder / SIDECAR)
-        model = build_tokenizer_model(meta["preset"])
+        model = with_weights(lambda: build_tokenizer_model(meta["preset"]), load_state_dict(folder / meta["weights"]))
         if not isinstance(model, VQModel):
             raise ValueError(f"{folder} holds a next-scale VQVAE ({meta['preset']}): load it with "
                              "dd.var_tokenizer.MultiScaleTokenizer (dd.artifacts.load_tokenizer picks it)")
-        model.load_state_dict(load_state_dict(folder / meta["weights"]), strict=True)
         return cls(model.to(device), meta["grid_size"])
 
     @property

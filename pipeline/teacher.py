@@ -30,7 +30,8 @@ def download(config: Config, layout: Layout, progress: bool = True) -> dict:
     """The published weights, as published (no conversion); model.json, written last, names them."""
     url = config.teacher.url or published(layout.teacher).weights_url
     (layout.teacher_dir / "model.json").unlink(missing_ok=True)      # until the new weights are verified
-    meta = fetch_published(url, config.teacher.sha256, layout.teacher_dir, build_model(layout.teacher), progress)
+    meta = fetch_published(url, config.teacher.sha256, layout.teacher_dir, lambda: build_model(layout.teacher),
+                           progress)
     metrics = {"source": "download", **meta}
     # The stage's declared training log (a DVC plot): nothing was trained here, so it holds no rows.
     atomic_write(layout.metrics_dir / "teacher_log.jsonl", lambda tmp: tmp.write_text(""))

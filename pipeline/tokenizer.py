@@ -79,13 +79,16 @@ def download(config: Config, layout: Layout, progress: bool = True) -> dict:
     """The published VQ weights, as published; tokenizer.json, written last, names them and the token grid."""
     spec = published(layout.teacher)
     url = config.tokenizer.url or spec.tokenizer_url
-    model, teacher_config = build_tokenizer_model(spec.tokenizer_preset), preset_config(layout.teacher)
+    with torch.device("meta"):                                        # its config, no weights
+        model = build_tokenizer_model(spec.tokenizer_preset)
+    teacher_config = preset_config(layout.teacher)
     codes = getattr(model.config, "codebook_size", None) or model.config.vocab_size
     if codes != teacher_config.vocab_size:
         raise ValueError(f"tokenizer preset {spec.tokenizer_preset} has {codes} codes but teacher {layout.teacher} "
                          f"predicts {teacher_config.vocab_size}: fix the tokenizer preset in dd/presets.py")
     (layout.tokenizer_dir / SIDECAR).unlink(missing_ok=True)          # until the new weights are verified
-    meta = fetch_published(url, config.tokenizer.sha256, layout.tokenizer_dir, model, progress)
+    meta = fetch_published(url, config.tokenizer.sha256, layout.tokenizer_dir,
+                           lambda: build_tokenizer_model(spec.tokenizer_preset), progress)
     grid_size = getattr(teacher_config, "grid_size", None)            # raster teachers; VAR grids are per scale
     metrics = {"source": "download", "preset": spec.tokenizer_preset, **meta}
     save_json(layout.metrics_dir / "tokenizer.json", metrics)

@@ -72,13 +72,16 @@ def rope_table_2d(config: GPTConfig) -> Tensor:
     token's query and key: every query gives it the attention logit 0, yet its value still flows. The published
     checkpoints were trained this way, so we keep it.
     """
+    # Made on the CPU even under a meta-device context: it is not in the checkpoints, so a model built on meta and
+    # given a file's weights (dd.checkpoint.with_weights) still needs its real values.
+    cpu = torch.device("cpu")
     half = config.head_dim // 2
-    freqs = 1.0 / (config.rope_base ** (torch.arange(0, half, 2).float() / half))  # (D/4,)
-    angle = torch.outer(torch.arange(config.grid_size).float(), freqs)  # (grid, D/4)
+    freqs = 1.0 / (config.rope_base ** (torch.arange(0, half, 2, device=cpu).float() / half))  # (D/4,)
+    angle = torch.outer(torch.arange(config.grid_size, device=cpu).float(), freqs)  # (grid, D/4)
     g = config.grid_size
     grid = torch.cat([angle[:, None, :].expand(g, g, -1), angle[None, :, :].expand(g, g, -1)], dim=-1)  # (row, col, D/2)
     table = torch.stack([grid.cos(), grid.sin()], dim=-1).flatten(0, 1)  # (T, D/2, 2), raster order
-    class_rows = torch.zeros(config.cls_token_num, half, 2)  # (cos, sin) = (0, 0): q = k = 0
+    class_rows = torch.zeros(config.cls_token_num, half, 2, device=cpu)  # (cos, sin) = (0, 0): q = k = 0
     if not config.zero_class_rope:
         class_rows[..., 0] = 1.0  # (cos, sin) = (1, 0): identity rotation
     return torch.cat([class_rows, table])  # (S, D/2, 2)
