@@ -4,11 +4,13 @@ Writes the teacher and its tokenizer in the published file format (LlamaGen: {"m
 c2i_B_256.pt and vq_ds16_c2i.pt; VAR: the bare state_dicts of var_d16.pth and vae_ch160v4096z32.pth) and serves
 them as file:// URLs. The tokenizer and teacher stages fetch them with the download code the hub URLs use
 (resumable, atomic, sha256 recorded; strict key matching), then pairs, student, sample, sample_dd and latency
-run on them with the preset's paper recipe, through the stage modules exactly as `dvc repro` calls them, at
-small counts. Only evaluate is left out: its Inception weights are a download an offline machine cannot make.
+run on them with params.yaml's sections under the preset's paper recipe (as `dvc repro` layers them: training
+precision, compilation and learning rates come from params.yaml), through the stage modules exactly as `dvc
+repro` calls them, at small counts. Only evaluate is left out: its Inception weights are a download an offline
+machine cannot make.
 
 Speed does not depend on the weights, so the stage seconds are those of the real models at these counts. It runs
-where the stages run: on the GPU when there is one (scripts/gpu_check.py calls it there for llamagen-b), else on
+where the stages run: on the GPU when there is one (scripts/gpu_check.py --pipeline-presets calls it there), else on
 the CPU, where var-d16 first ran at its published size (README, "Published teachers").
 
     python scripts/published_pipeline.py var-d16                  # 15 minutes and 19 GiB on 2 CPU cores
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from dd.artifacts import Layout, compute_device
 from dd.config import resolve
@@ -37,6 +40,14 @@ from dd.models.var_vqvae import MultiScaleVQVAE, PRESETS as VQVAE_PRESETS
 from dd.presets import PUBLISHED
 
 STAGES = ("tokenizer", "teacher", "pairs", "student", "sample", "sample_dd", "latency")
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def repository_sections() -> dict:
+    """params.yaml's sections, without its teachers and overrides: what `dvc repro` puts under a published preset's
+    paper recipe (training precision, compilation, learning rates...)."""
+    data = yaml.safe_load(PARAMS.read_text())
+    return {key: value for key, value in data.items() if key not in ("teachers", "overrides")}
 
 
 def published_files(teacher_preset: str, hub: Path) -> dict:
@@ -80,10 +91,12 @@ def published_pipeline(teacher_preset: str, overrides: dict | None = None) -> di
         started = time.perf_counter()
         settings = {**small_counts(8, 2, 8, 4), **published_files(teacher_preset, root / "hub"), **(overrides or {})}
         print(json.dumps({"published_files_seconds": round(time.perf_counter() - started, 2)}), flush=True)
-        config = resolve({"teachers": [teacher_preset], "overrides": {teacher_preset: settings}}, teacher_preset)
+        config = resolve({**repository_sections(), "teachers": [teacher_preset],
+                          "overrides": {teacher_preset: settings}}, teacher_preset)
         layout = Layout(teacher_preset, data_root=root / "data", metrics_root=root / "metrics")
         report = {"teacher": teacher_preset, "device": str(compute_device()),
                   "recipe": dataclasses.asdict(config.recipe), "student_timesteps": list(config.student.timesteps),
+                  "student_train": dataclasses.asdict(config.student.train),
                   "stage_seconds": {}, "peak_rss_gib": {}}
         for stage in STAGES:
             started = time.perf_counter()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from dd.models.llamagen_vq import PRESETS as VQ_PRESETS
 from dd.presets import PUBLISHED, Published
@@ -32,6 +33,10 @@ def test_every_stage_runs_on_checkpoints_in_the_published_format(monkeypatch, pr
 
     assert list(report["stage_seconds"]) == list(published_pipeline.STAGES)
     assert report["recipe"] == paper_recipe["recipe"]         # the paper's recipe, carried by the preset
+    # params.yaml's sections sit under it, as in `dvc repro`: its precision and learning rate, not the defaults.
+    params_train = yaml.safe_load(published_pipeline.PARAMS.read_text())["student"]["train"]
+    assert {key: report["student_train"][key] for key in ("precision", "learning_rate", "warmup_steps")} == {
+        key: params_train[key] for key in ("precision", "learning_rate", "warmup_steps")}
     assert [row["step"] for row in report["student_log"]] == [1, 2]
     assert all(np.isfinite(row["train/loss"]) for row in report["student_log"])
     assert report["dd_images_shape"][0] == 8
