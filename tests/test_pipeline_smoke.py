@@ -14,6 +14,7 @@ import torch
 import yaml
 from PIL import Image
 
+from dd.checkpoint import load_state_dict
 from dd.models.var import VAR
 from dd.teachers import preset_config
 
@@ -80,6 +81,29 @@ def _check_two_step_split(cwd, teacher: str, num_pairs: int, timesteps: list[int
     late = rows["teacher early + step 2"]["agreement_late"]
     assert late == pytest.approx(student[f"token_agreement_t{max(timesteps)}"], abs=1e-12)
     assert rows["teacher early + 1-step late"]["agreement_late"] == rows["1-step"]["agreement_late"]
+
+
+def _check_student_scaling(cwd, metrics: Path) -> None:
+    """scripts/student_scaling.py: a run with the stage's own pair count and params, on the stage's threads,
+    trains the stage's student to the bit (and scores as the evaluate stage's dd row); a run on more pairs and
+    steps trains beside it, its pair set grown from the smaller one."""
+    [stage_run] = [row for row in map(json.loads, (cwd / "data" / "stage_times.jsonl").read_text().splitlines())
+                   if row["stage"] == "student"][-1:]
+    _run([sys.executable, str(ROOT / "scripts" / "student_scaling.py"), "train", "var-tiny", "--source", "data",
+          "--out", "scaling", "--pairs-batch-size", "10", "--threads", str(stage_run["threads"]),
+          "--run", "same:num_pairs=20", "--run", "more:num_pairs=30,train_steps=3"], cwd)
+    summary = json.loads((cwd / "scaling" / "summary.json").read_text())
+    student = json.loads((metrics / "student.json").read_text())
+    assert {k: v for k, v in summary["runs"]["same"].items() if k.startswith("token_agreement")} == student
+    assert summary["runs"]["more"]["num_pairs"] == 30 and summary["runs"]["more"]["examples"] == 3 * TRAIN["batch_size"]
+    trained, stage = map(load_state_dict, (cwd / "scaling" / "same.pt", cwd / "data" / "var-tiny" / "student" / "model.pt"))
+    assert trained.keys() == stage.keys() and all(torch.equal(trained[k], stage[k]) for k in stage)
+
+    out = _run([sys.executable, str(ROOT / "scripts" / "student_scaling.py"), "score", "var-tiny", "--source", "data",
+                "--out", "scaling"], cwd)
+    assert len(re.findall(r"^\| (same|more) \| [\d,]+ \|", out, re.M)) == 2
+    scores = json.loads((cwd / "scaling" / "scores.json").read_text())
+    assert scores["same/2"]["fid"] == pytest.approx(json.loads((metrics / "eval.json").read_text())["dd"]["fid"], rel=1e-9)
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(),
@@ -178,6 +202,8 @@ def test_var_tiny_stages_under_dvc_on_tiny_params(tmp_path):
     timesteps = params["overrides"]["var-tiny"]["student"]["timesteps"]
     _check_heldout_agreement(tmp_path, "var-tiny", 20, timesteps)
     _check_two_step_split(tmp_path, "var-tiny", 20, timesteps)
+
+    _check_student_scaling(tmp_path, metrics)
 
     # scripts/decoding_trial.py: the stage's student, argmax, all of sample_dd's samples: the evaluate stage's dd
     # row; a student trained against the teacher's laws, decoded both ways: one line per decode and step count
