@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dd.checkpoint import with_weights
 from dd.models.llamagen import GPT
 
 
@@ -95,17 +96,18 @@ class DDStudent(nn.Module):
     @classmethod
     def from_teacher(cls, teacher: GPT, codebook: Tensor) -> "DDStudent":
         """A student whose shared weights are copies of the teacher's (the teacher itself is left untouched)."""
-        student = cls(teacher, codebook.shape[1])
-        shared = {k: v for k, v in teacher.state_dict().items() if not k.startswith("tok_embeddings.")}
-        student.gpt.load_state_dict(shared, strict=True)
+        # Every weight is the teacher's, fitted to it, a zero or the codebook, so the student is built on the meta
+        # device and adopts them (dd.checkpoint.with_weights): no random init drawn only to be overwritten, and
+        # nothing drawn from the global RNG. Copies: training the student must never move the frozen teacher.
+        state = {f"gpt.{key}": value.detach().clone() for key, value in teacher.state_dict().items()
+                 if not key.startswith("tok_embeddings.")}
         # Least squares W, b with [c_j, 1] @ [W; b] ~ tok_embeddings[j] over the codebook.
         design = torch.cat([codebook, torch.ones(len(codebook), 1)], dim=1).double()       # (V, d + 1)
         solution = torch.linalg.lstsq(design, teacher.tok_embeddings.weight.detach().double()).solution
-        with torch.no_grad():
-            student.input_projection.weight.copy_(solution[:-1].T)
-            student.input_projection.bias.copy_(solution[-1])
-        student.noise_logits.start_from(codebook)
-        return student
+        state |= {"input_projection.weight": solution[:-1].T.contiguous(), "input_projection.bias": solution[-1],
+                  "kind_embedding.weight": torch.zeros(2, teacher.config.dim),
+                  "noise_logits.weight": codebook.detach().clone()}    # the flow-map rule (NoiseLogits)
+        return with_weights(lambda: cls(teacher, codebook.shape[1]), state)
 
     def forward(self, labels: Tensor, inputs: Tensor, timestep: Tensor | int) -> Tensor:
         """labels (B,), inputs (B, L, d), timestep int or (B,) -> logits (B, L, V) for every image token."""

@@ -56,7 +56,7 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
         raise ValueError(f"student.timesteps {config.student.timesteps} must be below the teacher's "
                          f"{parts.num_timesteps} {parts.unit}")
     device = compute_device()
-    torch.manual_seed(config.student.train.seed)           # the weights the teacher does not provide
+    # No weight is random (the teacher's copies, zeros, the codebook), so nothing here needs the global seed.
     student = parts.build(teacher, codebook).to(device)   # the teacher's copy stays behind on the CPU
     on_device = functools.partial(torch.Tensor.to, device=device)
     targets = on_device(soft_targets(codebook, config.student.target_width))     # (V, V)

@@ -18,6 +18,30 @@ def test_initialisation_copies_every_shared_teacher_weight():
     assert not any(name.startswith("teacher") for name, _ in student.named_modules())
 
 
+def test_from_teacher_equals_init_then_load_and_draws_nothing():
+    """Built on the meta device, the student holds exactly what a randomly initialised one holds after loading the
+    teacher and its least-squares input projection (same values, dtypes, layouts), and the global RNG is left
+    as it was."""
+    teacher, codebook = micro_teacher(), micro_codebook()
+    rng = torch.get_rng_state()
+    student = DDStudent.from_teacher(teacher, codebook)
+    assert torch.equal(torch.get_rng_state(), rng)
+    reference = DDStudent(teacher, codebook.shape[1])
+    reference.gpt.load_state_dict({k: v for k, v in teacher.state_dict().items() if not k.startswith("tok_")})
+    design = torch.cat([codebook, torch.ones(len(codebook), 1)], dim=1).double()
+    solution = torch.linalg.lstsq(design, teacher.tok_embeddings.weight.detach().double()).solution
+    with torch.no_grad():
+        reference.input_projection.weight.copy_(solution[:-1].T)
+        reference.input_projection.bias.copy_(solution[-1])
+    reference.noise_logits.start_from(codebook)
+    expected = {**dict(reference.named_parameters()), **dict(reference.named_buffers())}
+    got = {**dict(student.named_parameters()), **dict(student.named_buffers())}
+    assert got.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(got[name], tensor) and got[name].stride() == tensor.stride(), name
+        assert got[name].dtype == tensor.dtype and got[name].requires_grad == tensor.requires_grad, name
+
+
 def test_input_projection_embeds_codes_like_the_teacher():
     """Least-squares init: Linear(c_j) is the teacher's embedding of token j, as well as a d-dim map can."""
     teacher, codebook = micro_teacher(), micro_codebook(code_dim=MICRO.vocab_size - 1)   # d + bias = V: exact

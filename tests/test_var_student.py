@@ -68,6 +68,24 @@ def test_from_teacher_copies_every_shared_weight_and_leaves_the_teacher_alone():
         assert torch.equal(value, before[key]), key
 
 
+def test_from_teacher_equals_init_then_load_and_draws_nothing():
+    """Built on the meta device, the student holds exactly what a randomly initialised one holds after loading the
+    teacher (same values, dtypes, layouts, buffers), and the global RNG is left as it was."""
+    teacher, codebook = tiny_teacher(), tiny_codebook()
+    rng = torch.get_rng_state()
+    student = VARStudent.from_teacher(teacher, codebook)
+    assert torch.equal(torch.get_rng_state(), rng)
+    reference = VARStudent(teacher.config)
+    reference.var.load_state_dict(teacher.state_dict(), strict=False)
+    reference.noise_logits.start_from(codebook)
+    expected = {**dict(reference.named_parameters()), **dict(reference.named_buffers())}
+    got = {**dict(student.named_parameters()), **dict(student.named_buffers())}
+    assert got.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(got[name], tensor) and got[name].stride() == tensor.stride(), name
+        assert got[name].dtype == tensor.dtype and got[name].requires_grad == tensor.requires_grad, name
+
+
 @torch.no_grad()
 def test_at_init_every_block_computes_the_teacher_block():
     """'Reproduces the teacher where shared': with kind_proj zero, block i of the student maps (h, cond, bias, any
