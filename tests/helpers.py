@@ -16,3 +16,13 @@ def micro_teacher(seed: int = 0) -> GPT:
 
 def micro_codebook(seed: int = 0, code_dim: int = 4) -> torch.Tensor:
     return torch.randn(MICRO.vocab_size, code_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def assert_same_tensors(module: torch.nn.Module, reference: torch.nn.Module) -> None:
+    """Every parameter and buffer of module equals reference's: values, dtype, layout and requires_grad."""
+    expected = {**dict(reference.named_parameters()), **dict(reference.named_buffers())}
+    got = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    assert got.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(got[name], tensor) and got[name].stride() == tensor.stride(), name
+        assert got[name].dtype == tensor.dtype and got[name].requires_grad == tensor.requires_grad, name

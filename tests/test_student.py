@@ -2,7 +2,7 @@
 import torch
 
 from dd.student import DDStudent, soft_targets, student_inputs, student_loss
-from tests.helpers import MICRO, micro_codebook, micro_teacher
+from tests.helpers import MICRO, assert_same_tensors, micro_codebook, micro_teacher
 
 
 def test_initialisation_copies_every_shared_teacher_weight():
@@ -34,12 +34,7 @@ def test_from_teacher_equals_init_then_load_and_draws_nothing():
         reference.input_projection.weight.copy_(solution[:-1].T)
         reference.input_projection.bias.copy_(solution[-1])
     reference.noise_logits.start_from(codebook)
-    expected = {**dict(reference.named_parameters()), **dict(reference.named_buffers())}
-    got = {**dict(student.named_parameters()), **dict(student.named_buffers())}
-    assert got.keys() == expected.keys()
-    for name, tensor in expected.items():
-        assert torch.equal(got[name], tensor) and got[name].stride() == tensor.stride(), name
-        assert got[name].dtype == tensor.dtype and got[name].requires_grad == tensor.requires_grad, name
+    assert_same_tensors(student, reference)
 
 
 def test_input_projection_embeds_codes_like_the_teacher():

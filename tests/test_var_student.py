@@ -7,6 +7,7 @@ import torch
 from dd.models.var import PRESETS, VAR
 from dd.var_student import (VARStudent, data_mask, noise_position_loss, sample_var_dd, student_attn_bias,
                             student_inputs, student_loss)
+from tests.helpers import assert_same_tensors
 from tests.test_var import build_tiny
 
 TINY = PRESETS["var-tiny"]   # 6 scales (1, 2, 3, 4, 6, 8), 130 tokens, V = 256, E = 8
@@ -78,12 +79,7 @@ def test_from_teacher_equals_init_then_load_and_draws_nothing():
     reference = VARStudent(teacher.config)
     reference.var.load_state_dict(teacher.state_dict(), strict=False)
     reference.noise_logits.start_from(codebook)
-    expected = {**dict(reference.named_parameters()), **dict(reference.named_buffers())}
-    got = {**dict(student.named_parameters()), **dict(student.named_buffers())}
-    assert got.keys() == expected.keys()
-    for name, tensor in expected.items():
-        assert torch.equal(got[name], tensor) and got[name].stride() == tensor.stride(), name
-        assert got[name].dtype == tensor.dtype and got[name].requires_grad == tensor.requires_grad, name
+    assert_same_tensors(student, reference)
 
 
 @torch.no_grad()
