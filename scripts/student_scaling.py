@@ -121,8 +121,8 @@ def train_one(teacher: str, run: Run, pairs_root: str, work: str, threads: int) 
                                                   "last_log": log[-1]}))
 
 
-def train(args) -> None:
-    out, work = Path(args.out), Path(tempfile.mkdtemp(prefix="student_scaling_"))
+def train(args, work: Path) -> None:
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     summary = {"teacher": args.teacher, "device": device, "torch": torch.__version__, "runs": {}}
@@ -161,12 +161,11 @@ def train(args) -> None:
 # score (CPU)
 # ---------------------------------------------------------------------------------------------------------
 
-def score(args) -> None:
+def score(args, work: Path) -> None:
     from pipeline import sample_dd as sample_dd_stage
     from pipeline.evaluate import classifier_measure
     source, out, teacher = Path(args.source), Path(args.out), args.teacher
     summary = json.loads((out / "summary.json").read_text())
-    work = Path(tempfile.mkdtemp(prefix="student_scaling_score_"))
     for shared in ("dataset", "classifier"):
         (work / shared).symlink_to((source / shared).resolve())
     for stage in ("tokenizer", "teacher", "samples"):
@@ -220,7 +219,9 @@ def main() -> None:
                                                          "for score also dataset, classifier and samples)")
         sub.add_argument("--out", required=True, help="where the students and summary.json go")
     args = parser.parse_args()
-    train(args) if args.command == "train" else score(args)
+    # The runs' data folders (pairs, students; links to --source) go when the command ends; OUT keeps the results.
+    with tempfile.TemporaryDirectory(prefix=f"student_scaling_{args.command}_") as work:
+        (train if args.command == "train" else score)(args, Path(work))
 
 
 if __name__ == "__main__":
