@@ -36,7 +36,6 @@ import torch
 
 from dd.artifacts import Layout, load_samples
 from dd.config import load_config
-from dd.pairs import MANIFEST
 
 PARAMS = Path("params.yaml")         # the project's, from its root (as `dd` and the other scripts read it)
 TRAIN_KEYS = ("batch_size", "train_steps", "learning_rate", "warmup_steps", "weight_decay", "seed")
@@ -73,11 +72,10 @@ def run_config(teacher: str, run: Run | None = None, **pairs):
     return dataclasses.replace(config, pairs=dataclasses.replace(config.pairs, **pairs))
 
 
-def link_stage(source: Path, target: Path) -> None:
-    """target becomes a folder of links to source's files (a stage's outputs, shared read-only)."""
-    target.mkdir(parents=True, exist_ok=True)
-    for path in Path(source).iterdir():
-        (target / path.name).symlink_to(path.resolve())
+def link(source: Path, target: Path) -> None:
+    """target becomes a link to source's folder (a stage's outputs, shared read-only)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(Path(source).resolve())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -91,7 +89,7 @@ def make_pairs(teacher: str, runs: list[Run], source: Path, work: Path, batch_si
     for count in sorted({run.num_pairs for run in runs}):
         root = work / f"pairs{count}"
         for stage in ("tokenizer", "teacher"):
-            link_stage(source / teacher / stage, root / teacher / stage)
+            link(source / teacher / stage, root / teacher / stage)
         pairs_dir = root / teacher / "pairs"
         pairs_dir.mkdir(parents=True)
         if previous is not None:            # complete shards of the same fingerprint are kept by the stage
@@ -112,13 +110,14 @@ def train_one(teacher: str, run: Run, pairs_root: str, work: str, threads: int) 
     torch.set_num_threads(threads)
     root = Path(work) / run.name
     for stage in ("tokenizer", "teacher", "pairs"):
-        (root / teacher).mkdir(parents=True, exist_ok=True)
-        (root / teacher / stage).symlink_to((Path(pairs_root) / teacher / stage).resolve())
-    started = time.time()
-    metrics = student_stage.run(run_config(teacher, run), Layout(teacher, root, root / "metrics"), progress=False)
+        link(Path(pairs_root) / teacher / stage, root / teacher / stage)
+    config, started = run_config(teacher, run), time.time()
+    metrics = student_stage.run(config, Layout(teacher, root, root / "metrics"), progress=False)
     log = [json.loads(line) for line in (root / "metrics" / teacher / "student_log.jsonl").read_text().splitlines()]
-    (root / "result.json").write_text(json.dumps({**metrics, "seconds": round(time.time() - started, 1),
-                                                  "last_log": log[-1]}))
+    train = config.student.train
+    (root / "result.json").write_text(json.dumps({
+        "num_pairs": run.num_pairs, "train": dataclasses.asdict(train), "examples": train.batch_size * train.train_steps,
+        **metrics, "seconds": round(time.time() - started, 1), "last_log": log[-1]}))
 
 
 def train(args, work: Path) -> None:
@@ -133,13 +132,13 @@ def train(args, work: Path) -> None:
 
     context = multiprocessing.get_context("spawn")
     threads = args.threads or max(1, (os.cpu_count() or 2) // len(args.run))
-    processes = {run.name: (run, context.Process(target=train_one, args=(
-        args.teacher, run, str(roots[run.num_pairs]), str(work), threads))) for run in args.run}
-    for _, process in processes.values():
+    processes = {run.name: context.Process(target=train_one, args=(
+        args.teacher, run, str(roots[run.num_pairs]), str(work), threads)) for run in args.run}
+    for process in processes.values():
         process.start()
     while processes:
         time.sleep(2)
-        for name, (run, process) in list(processes.items()):
+        for name, process in list(processes.items()):
             if process.is_alive():
                 continue
             del processes[name]
@@ -147,11 +146,8 @@ def train(args, work: Path) -> None:
             if process.exitcode != 0 or not result_path.exists():
                 summary["runs"][name] = {"failed": f"exit code {process.exitcode}"}
             else:
-                config = run_config(args.teacher, run).student.train
                 shutil.copy(work / name / args.teacher / "student" / "model.pt", out / f"{name}.pt")
-                summary["runs"][name] = {"num_pairs": run.num_pairs, "train": dataclasses.asdict(config),
-                                         "examples": config.batch_size * config.train_steps,
-                                         **json.loads(result_path.read_text())}
+                summary["runs"][name] = json.loads(result_path.read_text())
             summary["seconds"] = round(time.time() - started, 1)
             (out / "summary.json").write_text(json.dumps(summary, indent=2))
             print(f"{name}: {json.dumps(summary['runs'][name])}", flush=True)
@@ -166,11 +162,8 @@ def score(args, work: Path) -> None:
     from pipeline.evaluate import classifier_measure
     source, out, teacher = Path(args.source), Path(args.out), args.teacher
     summary = json.loads((out / "summary.json").read_text())
-    for shared in ("dataset", "classifier"):
-        (work / shared).symlink_to((source / shared).resolve())
-    for stage in ("tokenizer", "teacher", "samples"):
-        (work / teacher).mkdir(parents=True, exist_ok=True)
-        (work / teacher / stage).symlink_to((source / teacher / stage).resolve())
+    for folder in ("dataset", "classifier", f"{teacher}/tokenizer", f"{teacher}/teacher", f"{teacher}/samples"):
+        link(source / folder, work / folder)
     layout = Layout(teacher, work, work / "metrics")
     config = run_config(teacher)
     measure, _ = classifier_measure(config, layout)
