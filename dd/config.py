@@ -131,6 +131,8 @@ class StudentConfig:
                                             # the largest is where a second step starts. Each example draws one
                                             # entry uniformly: list a timestep twice to train it twice as often
     steps: int = 1                          # sampling steps: 1 (t=0) or 2 (t=0 then the largest timestep)
+    teacher_steps: int = 0                  # hybrid sampling (2 steps): the teacher's own steps before the
+                                            # second, remaking the last teacher_steps tokens (scales) before it
     target_width: float = 0.3               # soft targets over neighbouring codes, in median nearest-code
                                             # distances (dd/student.py); 0 = one-hot cross-entropy
     train: TrainConfig = TrainConfig()
@@ -144,6 +146,14 @@ class StudentConfig:
     def intermediate_timestep(self) -> int:
         """Where 2-step sampling starts its second step: the largest training timestep (0 if none is listed)."""
         return max(self.timesteps, default=0)
+
+    @property
+    def sampling_steps(self) -> int:
+        """Sequential network steps of DD sampling: the student's calls and, hybrid, the teacher's steps between
+        them; the first call is skipped when the teacher remakes every token the second call keeps."""
+        if not self.teacher_steps:
+            return self.steps
+        return self.teacher_steps + 1 + (self.teacher_steps < self.intermediate_timestep)
 
 
 @dataclass(frozen=True)
@@ -201,6 +211,8 @@ class Config:
             "evaluate.latency_batch_size": self.evaluate.latency_batch_size in self.latency.batch_sizes,
             "pairs.shard_size": self.pairs.shard_size > 0 and self.pairs.num_pairs > 0,
             "student.timesteps (2 steps)": self.student.steps == 1 or self.student.intermediate_timestep > 0,
+            "student.teacher_steps": self.student.teacher_steps == 0 or (
+                self.student.steps == 2 and 0 < self.student.teacher_steps <= self.student.intermediate_timestep),
             **{f"{section}.train.precision": getattr(self, section).train.precision in PRECISIONS
                for section in TRAINED_SECTIONS},
         }
@@ -226,6 +238,8 @@ _HINTS = {
                           "overrides.<teacher>.evaluate.reference in params.yaml",
     "pairs.shard_size": "num_pairs and shard_size must be positive",
     "student.timesteps (2 steps)": "2-step sampling needs an intermediate timestep above 0, e.g. timesteps: [0, 32]",
+    "student.teacher_steps": "hybrid sampling needs steps: 2 and 0 < teacher_steps <= the largest of "
+                             "student.timesteps (0 turns it off), e.g. -S student.steps=2 -S student.teacher_steps=8",
 }
 
 
@@ -239,10 +253,10 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "pairs": ("recipe", "flow", "pairs"),
     "student": ("student.timesteps", "student.target_width", "student.train"),
     "sample": ("recipe", "sample", "tokenizer.source"),
-    "sample_dd": ("student.steps", "student.timesteps", "sample"),
-    "latency": ("latency", "recipe", "student.steps", "student.timesteps", "sample.skip_tokens"),
+    "sample_dd": ("student.steps", "student.teacher_steps", "student.timesteps", "sample"),
+    "latency": ("latency", "recipe", "student.steps", "student.teacher_steps", "student.timesteps", "sample.skip_tokens"),
     "evaluate": ("data.source", "classifier.feature_dim", "tokenizer.source", "evaluate", "student.steps",
-                 "sample.skip_tokens"),
+                 "student.teacher_steps", "student.timesteps", "sample.skip_tokens"),
 }
 
 

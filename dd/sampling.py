@@ -7,7 +7,8 @@ baseline) take it from the noise's first channel through the normal CDF, u = Phi
 
 Methods (method.md section 6):
   teacher   the teacher's KV-cached AR sampling with its recipe (inverse-CDF draw of each token)
-  dd        the DD student: 1 step on pure noise; 2 steps re-runs it at t2 on (first t2 tokens, same noise)
+  dd        the DD student: 1 step on pure noise; 2 steps re-runs it at t2 on (first t2 tokens, same noise);
+            hybrid: the teacher remakes the last tokens before t2 between the two
   onestep   every token drawn independently from its per-position, per-class marginal (no model trained)
   skip      the teacher generates all but the last `skip_tokens` tokens; those are drawn like onestep,
             from the per-position marginals, i.e. in one parallel step instead of skip_tokens AR steps
@@ -32,6 +33,10 @@ from dd.teachers import generate
 
 # sampler(labels (B,), noise (B, L, d)) -> tokens (B, L)
 Sampler = Callable[[Tensor, Tensor], Tensor]
+
+# teacher(labels (B,), noise (B, L, d), stop, given (B, n) or None) -> tokens (B, L_stop): the teacher's own
+# sampler up to timestep `stop` (tokens; scales for a next-scale teacher), its first n tokens given (hybrid DD)
+TeacherContinuation = Callable[[Tensor, Tensor, int, Tensor | None], Tensor]
 
 
 def per_sample_noise(seed: int, indices: Iterable[int], num_tokens: int, code_dim: int) -> Tensor:
@@ -131,9 +136,10 @@ def run_sampler(sampler: Sampler, indices: range, seed: int, num_tokens: int, co
 # ---------------------------------------------------------------------------------------------------------
 
 @torch.inference_mode()
-def sample_teacher(teacher: GPT, recipe: RecipeConfig, labels: Tensor, noise: Tensor, num_tokens: int | None = None) -> Tensor:
+def sample_teacher(teacher: GPT, recipe: RecipeConfig, labels: Tensor, noise: Tensor, num_tokens: int | None = None,
+                   given: Tensor | None = None) -> Tensor:
     uniforms = token_uniforms(noise)                                      # (B, L)
-    return generate(teacher, labels, recipe, lambda probs, i: inverse_cdf(probs, uniforms[:, i]), num_tokens)
+    return generate(teacher, labels, recipe, lambda probs, i: inverse_cdf(probs, uniforms[:, i]), num_tokens, given)
 
 
 @torch.inference_mode()
@@ -158,11 +164,35 @@ def complete_skip(marginals: TokenMarginals, skip_tokens: int, teacher_tokens: T
 
 
 @torch.inference_mode()
-def sample_dd(student, codebook: Tensor, steps: int, intermediate: int, labels: Tensor, noise: Tensor) -> Tensor:
-    """DD sampling (method.md section 6): one student call on pure noise, optionally a second at t2."""
-    tokens = student.predict(labels, noise, timestep=0)
+def sample_dd(student, codebook: Tensor, steps: int, intermediate: int, labels: Tensor, noise: Tensor,
+              teacher: TeacherContinuation | None = None, teacher_steps: int = 0) -> Tensor:
+    """DD sampling (method.md section 6): one student call on pure noise, optionally a second at t2.
+
+    Hybrid (teacher_steps > 0, 2 steps; the paper's pre-trained-n-m with m = t2, n = t2 - teacher_steps): before
+    the second call the teacher's own sampler remakes tokens n..t2-1 from the first call's first n. With n = 0
+    the teacher makes all of them, and the first call, whose tokens would all be replaced, is skipped.
+    """
+    check_dd_steps(steps, intermediate, noise.shape[1], teacher, teacher_steps)
+    kept = intermediate - teacher_steps
+    tokens = (student.predict(labels, noise, timestep=0) if steps == 1 or kept                       # (B, L)
+              else torch.zeros_like(noise[..., 0], dtype=torch.long))
     if steps == 2:
+        if teacher_steps:
+            tokens = torch.cat([teacher(labels, noise, intermediate, tokens[:, :kept] if kept else None),
+                                tokens[:, intermediate:]], dim=1)
         inputs = student_inputs(tokens, noise, codebook, intermediate)     # first t2 tokens as codes, rest noise
         tokens = torch.cat([tokens[:, :intermediate],
                             student.predict(labels, inputs, timestep=intermediate)[:, intermediate:]], dim=1)
     return tokens
+
+
+def check_dd_steps(steps: int, intermediate: int, last_timestep: int, teacher: TeacherContinuation | None,
+                   teacher_steps: int) -> None:
+    """DD sampling's settings, in timesteps (tokens or scales): a clear error instead of wrong samples."""
+    if steps not in (1, 2):
+        raise ValueError(f"DD samples in 1 or 2 student steps, not {steps}")
+    if steps == 2 and not 0 < intermediate < last_timestep:
+        raise ValueError(f"the second step starts at timestep {intermediate}, outside 1..{last_timestep - 1}")
+    if teacher_steps and (steps != 2 or teacher is None or not 0 < teacher_steps <= intermediate):
+        raise ValueError(f"hybrid sampling needs 2 steps, a teacher and 0 < teacher_steps <= {intermediate} "
+                         f"(got steps={steps}, teacher_steps={teacher_steps})")

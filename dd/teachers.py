@@ -83,10 +83,13 @@ def apply_recipe(logits: Tensor, recipe: RecipeConfig) -> Tensor:
     return logits.softmax(-1)
 
 
-def generate(model: GPT, labels: Tensor, recipe: RecipeConfig, choose: Chooser, num_tokens: int | None = None) -> Tensor:
+def generate(model: GPT, labels: Tensor, recipe: RecipeConfig, choose: Chooser, num_tokens: int | None = None,
+             given: Tensor | None = None) -> Tensor:
     """The teacher's raster-order loop with a static KV cache: returns tokens (B, num_tokens) int64.
 
     Position 0 of the sequence is the class token; the hidden state at position i predicts image token i.
+    given (B, n): the first n tokens, fixed in advance rather than chosen (hybrid DD sampling). The first step
+    then runs positions 0..n in one pass (a prefill) and predicts token n; the loop chooses tokens n.. only.
     """
     config = model.config
     num_tokens = config.num_image_tokens if num_tokens is None else num_tokens
@@ -97,10 +100,17 @@ def generate(model: GPT, labels: Tensor, recipe: RecipeConfig, choose: Chooser, 
     cache = KVCache.allocate(config, len(rows), dtype, device)
     positions = torch.arange(config.max_seq_len, device=device)
     tokens = torch.empty(len(labels), num_tokens, dtype=torch.long, device=device)
+    first = 0 if given is None else given.shape[1]
+    if first > num_tokens:
+        raise ValueError(f"{first} given tokens, more than the {num_tokens} to generate")
 
-    h = model.embed_class(rows)                                            # (rows, 1, C)
-    for i in range(num_tokens):
-        h = model.backbone_step(h, positions[i], cache, num_visible=i + 1)  # (rows, 1, C), reads slots 0..i
+    h = model.embed_class(rows)                                            # (rows, 1, C): position 0
+    if first:
+        tokens[:, :first] = given
+        h = torch.cat([h, model.embed_tokens(given.repeat(2, 1) if use_cfg else given)], dim=1)   # (rows, 1 + n, C)
+    for i in range(first, num_tokens):
+        # Positions i + 1 - S .. i: the class token and any given tokens at the first step, one position after.
+        h = model.backbone_step(h, positions[i + 1 - h.shape[1]:i + 1], cache, num_visible=i + 1)[:, -1:]
         probs = apply_recipe(model.logits(h[:, 0]), recipe)                 # (B, V)
         tokens[:, i] = choose(probs, i)
         next_tokens = tokens[:, i].repeat(2) if use_cfg else tokens[:, i]

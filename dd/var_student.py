@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from dd.checkpoint import with_weights
 from dd.models.attention import visibility_bias
 from dd.models.var import VAR, AdaLNSelfAttn, VARConfig, layer_norm
+from dd.sampling import TeacherContinuation, check_dd_steps
 from dd.student import NoiseLogits
 
 
@@ -223,19 +224,25 @@ def student_loss(student: VARStudent, labels: Tensor, noise: Tensor, tokens: Ten
 
 @torch.inference_mode()
 def sample_var_dd(student: VARStudent, codebook: Tensor, steps: int, intermediate_scales: int, labels: Tensor,
-                  noise: Tensor) -> Tensor:
+                  noise: Tensor, teacher: TeacherContinuation | None = None, teacher_steps: int = 0) -> Tensor:
     """DD sampling (method.md section 6): tokens (B, L) from labels (B,) and noise (B, L, E).
 
     1 step: argmax at t = 0 on pure noise. 2 steps: keep the first `intermediate_scales` scales of the 1-step
     output as data, the same noise elsewhere, run the student at t = intermediate_scales and take its tokens for
-    the later scales. Only the Python ints steps and intermediate_scales select the work; nothing synchronises
-    with the device and every shape is static.
+    the later scales. Hybrid (teacher_steps > 0) as dd.sampling.sample_dd, in scales: the teacher remakes
+    scales m - teacher_steps..m-1 (m = intermediate_scales) before the second call. Only the Python ints select
+    the work; nothing synchronises with the device and every shape is static.
     """
     config = student.config
-    if steps not in (1, 2) or (steps == 2 and not 0 < intermediate_scales < config.num_scales):
-        raise ValueError(f"steps={steps}, intermediate_scales={intermediate_scales}")
-    tokens = student.predict(labels, noise, 0)                                   # (B, L): t = 0, inputs = noise
+    check_dd_steps(steps, intermediate_scales, config.num_scales, teacher, teacher_steps)
+    kept = intermediate_scales - teacher_steps
+    tokens = (student.predict(labels, noise, 0) if steps == 1 or kept          # (B, L): t = 0, inputs = noise
+              else torch.zeros_like(noise[..., 0], dtype=torch.long))
     if steps == 2:
+        if teacher_steps:
+            given = tokens[:, :config.scale_slices[kept - 1][1]] if kept else None
+            made = teacher(labels, noise, intermediate_scales, given)           # (B, tokens of m scales)
+            tokens = torch.cat([made, tokens[:, made.shape[1]:]], dim=1)
         inputs = student_inputs(tokens, noise, codebook, intermediate_scales, config)   # (B, L, E)
         refined = student.predict(labels, inputs, intermediate_scales)          # (B, L)
         keep = data_mask(config, intermediate_scales, noise.device)              # (1, L)

@@ -56,42 +56,62 @@ def guided_probs(logits: Tensor, recipe: RecipeConfig, scale_index: int, num_sca
 
 
 def generate_var(model: VAR, vqvae: MultiScaleVQVAE, labels: Tensor, recipe: RecipeConfig,
-                 choose: ScaleChooser, num_scales: int | None = None) -> list[Tensor]:
+                 choose: ScaleChooser, num_scales: int | None = None, given: Tensor | None = None) -> list[Tensor]:
     """VAR's next-scale loop with a static KV cache: one LongTensor (B, P_k) of tokens per scale k, for the first
-    num_scales scales (all K by default)."""
+    num_scales scales (all K by default).
+
+    given (B, L_n): the tokens of the first n scales, fixed in advance rather than chosen (hybrid DD sampling).
+    The VQVAE builds their next-scale inputs, and the first step runs scales 0..n in one pass (VAR.prefill).
+    """
     config = model.config
     num_scales = config.num_scales if num_scales is None else num_scales
+    first = 0 if given is None else config.scale_of_stop(given.shape[1]) + 1
+    if first > num_scales:
+        raise ValueError(f"{first} given scales, more than the {num_scales} to generate")
     use_cfg = guided_by(recipe)
     rows = torch.cat([labels, torch.full_like(labels, config.num_classes)]) if use_cfg else labels   # (2B,) or (B,)
     cache = VARKVCache.allocate(config, len(rows), next(model.parameters()).dtype, labels.device)
-    f_hat, scale_input, tokens = None, None, []
-    for k in range(num_scales):
-        logits = model.step(k, rows, scale_input, cache)                            # (rows, P, V)
+
+    def model_rows(scale_input: Tensor) -> Tensor:        # (B, P, E) -> (rows, P, E) in the cache's dtype
+        return (torch.cat([scale_input, scale_input]) if use_cfg else scale_input).to(cache.k.dtype)
+
+    f_hat, scale_input, tokens, given_inputs = None, None, [], []
+    for k in range(first):
+        start, stop = config.scale_slices[k]
+        tokens.append(given[:, start:stop])
+        f_hat, next_input = vqvae.fhat_step(k, f_hat, tokens[-1])                   # next_input (B, P', E)
+        given_inputs.append(next_input)
+    for k in range(first, num_scales):
+        if k == first and first:
+            logits = model.prefill(rows, model_rows(torch.cat(given_inputs, dim=1)), cache)   # (rows, P, V)
+        else:
+            logits = model.step(k, rows, scale_input, cache)                        # (rows, P, V)
         probs = guided_probs(logits, recipe, k, config.num_scales)                 # (B*P, V)
         chosen = choose(probs, k).view(len(labels), -1)                             # (B, P)
         tokens.append(chosen)
         f_hat, next_input = vqvae.fhat_step(k, f_hat, chosen)                       # next_input (B, P', E)
         if next_input is not None and k + 1 < num_scales:
-            scale_input = torch.cat([next_input, next_input]) if use_cfg else next_input
-            scale_input = scale_input.to(cache.k.dtype)
+            scale_input = model_rows(next_input)
     return tokens
 
 
 @torch.inference_mode()
 def sample_var_teacher(model: VAR, vqvae: MultiScaleVQVAE, recipe: RecipeConfig, labels: Tensor,
-                       noise: Tensor, num_scales: int | None = None) -> list[Tensor]:
+                       noise: Tensor, num_scales: int | None = None, given: Tensor | None = None) -> list[Tensor]:
     """The teacher's own sampling: token i drawn by inverse CDF with u_i = Phi(noise[:, i, 0]); noise (B, L, E).
-    One LongTensor (B, P_k) per scale, for the first num_scales scales (all K by default)."""
+    One LongTensor (B, P_k) per scale, for the first num_scales scales (all K by default); `given` as in
+    generate_var."""
     uniforms = token_uniforms(noise)                                                 # (B, L)
     slices = model.config.scale_slices
     return generate_var(model, vqvae, labels, recipe,
                         lambda probs, k: inverse_cdf(probs, uniforms[:, slices[k][0]:slices[k][1]].flatten()),
-                        num_scales)
+                        num_scales, given)
 
 
 def sample_var_scales(model: VAR, vqvae: MultiScaleVQVAE, recipe: RecipeConfig, num_scales: int, labels: Tensor,
-                      noise: Tensor) -> Tensor:
+                      noise: Tensor, given: Tensor | None = None) -> Tensor:
     """sample_var_teacher's tokens flattened to (B, L_k), L_k the tokens of the first num_scales scales: with all K
     scales the teacher's samples; with K - k the skip-k baseline (method.md section 6), a teacher that stops
-    before its last k scales, whose images are decoded from the partial reconstruction f_hat it has."""
-    return torch.cat(sample_var_teacher(model, vqvae, recipe, labels, noise, num_scales), dim=1)
+    before its last k scales, whose images are decoded from the partial reconstruction f_hat it has. `given`
+    as in generate_var."""
+    return torch.cat(sample_var_teacher(model, vqvae, recipe, labels, noise, num_scales, given), dim=1)

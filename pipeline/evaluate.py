@@ -89,14 +89,14 @@ EXTRACTORS = {"classifier": classifier_measure, "inception": inception_measure}
 def _raster_steps(config: Config, layout: Layout) -> dict:
     """Sequential model steps of each method of a raster teacher (the skip baseline's last step is parallel)."""
     num_tokens = load_samples(layout.samples_dir / "teacher.npz")["tokens"].shape[1]
-    return {"teacher": num_tokens, "dd": config.student.steps, "onestep": 1,
+    return {"teacher": num_tokens, "dd": config.student.sampling_steps, "onestep": 1,
             "skip": num_tokens - config.sample.skip_tokens + 1, "reconstruction": 0}
 
 
 def _next_scale_steps(config: Config, layout: Layout) -> dict:
     """Sequential model steps of each method of a next-scale teacher: one per scale it generates."""
     num_scales = preset_config(layout.teacher).num_scales
-    return {"teacher": num_scales, "dd": config.student.steps, "onestep": 1,
+    return {"teacher": num_scales, "dd": config.student.sampling_steps, "onestep": 1,
             **{f"skip-{k}": num_scales - k for k in SKIP_SCALES}, "reconstruction": 0}
 
 

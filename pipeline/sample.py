@@ -18,8 +18,8 @@ from dd.checkpoint import atomic_destination
 from dd.config import Config, RecipeConfig
 from dd.models.var import VAR
 from dd.pairs import read_pairs
-from dd.sampling import (TokenMarginals, complete_skip, per_sample_noise, run_sampler, sample_onestep, sample_skip,
-                         sample_teacher)
+from dd.sampling import (TeacherContinuation, TokenMarginals, complete_skip, per_sample_noise, run_sampler,
+                         sample_onestep, sample_skip, sample_teacher)
 from dd.teachers import family
 from dd.var_teacher import SKIP_SCALES, sample_var_scales
 
@@ -29,6 +29,15 @@ def teacher_sampler(teacher, tokenizer, recipe: RecipeConfig):
     if isinstance(teacher, VAR):
         return functools.partial(sample_var_scales, teacher, tokenizer.model, recipe, teacher.config.num_scales)
     return functools.partial(sample_teacher, teacher, recipe)
+
+
+def teacher_continuation(teacher, tokenizer, recipe: RecipeConfig) -> TeacherContinuation:
+    """The teacher's own sampler from given first tokens up to a timestep: hybrid DD sampling's teacher steps."""
+    def continue_teacher(labels, noise, stop: int, given):
+        if isinstance(teacher, VAR):
+            return sample_var_scales(teacher, tokenizer.model, recipe, stop, labels, noise, given)
+        return sample_teacher(teacher, recipe, labels, noise, stop, given)
+    return continue_teacher
 
 
 def _raster_samplers(config: Config, teacher, tokenizer, marginals: TokenMarginals) -> tuple[dict, dict]:

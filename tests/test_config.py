@@ -51,6 +51,9 @@ def test_invalid_values_are_rejected():
         config_from_dict({"student": {"steps": 2, "timesteps": [0, 0]}})   # a repeat is not an intermediate step
     with pytest.raises(ConfigError, match="student.train.precision: use 'fp32', 'bf16' or 'auto'"):
         config_from_dict({"student": {"train": {"precision": "fp16"}}})
+    for hybrid in ({"teacher_steps": 8}, {"steps": 2, "teacher_steps": 33}, {"steps": 2, "teacher_steps": -1}):
+        with pytest.raises(ConfigError, match="student.teacher_steps: hybrid sampling needs steps: 2"):
+            config_from_dict({"student": hybrid})
 
 
 def test_config_is_frozen(tmp_path):
@@ -67,6 +70,12 @@ def test_student_timesteps_measured_once_each_and_second_step_from_the_largest()
     student = StudentConfig(timesteps=(0, 32, 8, 32))
     assert student.distinct_timesteps == (0, 8, 32)                   # a repeat only weights the training draw
     assert student.intermediate_timestep == 32
+
+
+def test_sampling_steps_count_the_student_calls_and_the_teachers_steps_between():
+    assert StudentConfig(steps=1).sampling_steps == 1 and StudentConfig(steps=2).sampling_steps == 2
+    assert StudentConfig(steps=2, teacher_steps=8).sampling_steps == 1 + 8 + 1      # pre-trained-24-32
+    assert StudentConfig(steps=2, teacher_steps=32).sampling_steps == 32 + 1        # the first call is skipped
 
 
 def test_var_tiny_resolves_its_overrides_over_the_shared_sections():

@@ -54,11 +54,14 @@ def test_each_teacher_stage_depends_on_its_resolved_params_only():
 
 
 def test_student_steps_reruns_only_sampling_latency_and_evaluation():
-    """`dvc exp run -S student.steps=2` must not retrain anything: only these stages' resolved params change."""
+    """`dvc exp run -S student.steps=2` (and `-S student.teacher_steps=8` on top) must not retrain anything: only
+    these stages' resolved params change."""
     base = Config()
     two_steps = dataclasses.replace(base, student=dataclasses.replace(base.student, steps=2))
-    changed = {stage for stage in STAGE_PARAMS if stage_params(base, stage) != stage_params(two_steps, stage)}
-    assert changed == {"sample_dd", "latency", "evaluate"}
+    hybrid = dataclasses.replace(two_steps, student=dataclasses.replace(two_steps.student, teacher_steps=8))
+    for before, after in ((base, two_steps), (two_steps, hybrid)):
+        changed = {stage for stage in STAGE_PARAMS if stage_params(before, stage) != stage_params(after, stage)}
+        assert changed == {"sample_dd", "latency", "evaluate"}
 
 
 def test_an_override_changes_the_resolved_params_of_the_stages_that_read_it_only():

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from dd.config import RecipeConfig
-from dd.sampling import (balanced_labels, complete_skip, inverse_cdf, per_sample_noise, run_sampler, sample_onestep, sample_skip,
-                         sample_teacher, token_uniforms, TokenMarginals)
+from dd.sampling import (balanced_labels, complete_skip, inverse_cdf, per_sample_noise, run_sampler, sample_dd, sample_onestep,
+                         sample_skip, sample_teacher, token_uniforms, TokenMarginals)
+from dd.student import DDStudent, student_inputs
 from dd.teachers import apply_recipe
-from tests.helpers import MICRO, micro_teacher
+from tests.helpers import MICRO, micro_codebook, micro_teacher
 
 RECIPE = RecipeConfig(cfg_scale=1.5, top_k=8, top_p=0.9)
 
@@ -35,6 +36,63 @@ def test_cached_sampling_equals_uncached_teacher_forcing():
     tokens = sample_teacher(teacher, recipe, labels, noise)
     probs = apply_recipe(teacher(labels, tokens).flatten(0, 1), recipe).reshape(6, MICRO.num_image_tokens, -1)
     assert torch.equal(inverse_cdf(probs, torch.special.ndtr(noise[..., 0])), tokens)
+
+
+@pytest.mark.parametrize("given_count", [1, 5, MICRO.num_image_tokens - 1])
+def test_a_teacher_given_its_first_tokens_continues_from_them(given_count):
+    """Hybrid sampling's teacher: given tokens fill the cache in one pass (a prefill), and the loop then draws the
+    rest with the law of the uncached forward given those tokens; given its own first tokens, it makes its own
+    samples."""
+    teacher = micro_teacher()
+    labels = balanced_labels(range(6), MICRO.num_classes)
+    noise = per_sample_noise(0, range(6), MICRO.num_image_tokens, 1)
+    full = sample_teacher(teacher, RECIPE, labels, noise)
+    assert torch.equal(sample_teacher(teacher, RECIPE, labels, noise, given=full[:, :given_count]), full)
+
+    recipe = RecipeConfig(cfg_scale=1.0)
+    given = torch.randint(MICRO.vocab_size, (6, given_count), generator=torch.Generator().manual_seed(1))
+    stop = min(given_count + 3, MICRO.num_image_tokens)
+    tokens = sample_teacher(teacher, recipe, labels, noise, num_tokens=stop, given=given)
+    assert tokens.shape == (6, stop) and torch.equal(tokens[:, :given_count], given)
+    probs = apply_recipe(teacher(labels, tokens).flatten(0, 1), recipe).reshape(6, stop, -1)
+    assert torch.equal(inverse_cdf(probs, torch.special.ndtr(noise[:, :stop, 0]))[:, given_count:],
+                       tokens[:, given_count:])
+
+
+class CountingStudent:
+    """A student whose calls are counted: the hybrid sampler skips the first when the teacher remakes it all."""
+
+    def __init__(self, student):
+        self.student, self.timesteps = student, []
+
+    def predict(self, labels, inputs, timestep):
+        self.timesteps.append(timestep)
+        return self.student.predict(labels, inputs, timestep)
+
+
+@pytest.mark.parametrize("teacher_steps", [3, 8])
+def test_hybrid_sampling_puts_the_teachers_tokens_between_the_two_student_steps(teacher_steps):
+    """pre-trained-n-m (method.md section 6) with m = 8: the first step's first n = 8 - teacher_steps tokens, the
+    teacher's own continuation of them up to m, then the student's second step at t = m on those (plain 2 steps:
+    the first step's first m tokens)."""
+    teacher, codebook = micro_teacher(), micro_codebook()
+    student = CountingStudent(DDStudent.from_teacher(teacher, codebook))
+    labels = balanced_labels(range(4), MICRO.num_classes)
+    noise = per_sample_noise(2, range(4), MICRO.num_image_tokens, codebook.shape[1])
+    continuation = lambda labels, noise, stop, given: sample_teacher(teacher, RECIPE, labels, noise, stop, given)
+    tokens = sample_dd(student, codebook, 2, 8, labels, noise, teacher=continuation, teacher_steps=teacher_steps)
+
+    kept = 8 - teacher_steps
+    one = sample_dd(student.student, codebook, 1, 8, labels, noise)
+    plain = student.student.predict(labels, student_inputs(one, noise, codebook, 8), 8)    # 2 steps, no teacher
+    assert torch.equal(sample_dd(student.student, codebook, 2, 8, labels, noise),
+                       torch.cat([one[:, :8], plain[:, 8:]], dim=1))
+    made = sample_teacher(teacher, RECIPE, labels, noise, 8, one[:, :kept] if kept else None)
+    second = student.student.predict(labels, student_inputs(torch.cat([made, one[:, 8:]], dim=1), noise, codebook, 8), 8)
+    assert torch.equal(tokens, torch.cat([made, second[:, 8:]], dim=1))
+    assert student.timesteps == ([0, 8] if kept else [8])
+    with pytest.raises(ValueError, match="hybrid sampling needs"):
+        sample_dd(student, codebook, 2, 8, labels, noise, teacher=continuation, teacher_steps=9)
 
 
 def test_recipe_top_k_top_p_and_cfg():

@@ -207,3 +207,35 @@ def test_sampling_one_and_two_steps():
         halves = torch.cat([sample_var_dd(student, codebook, steps, intermediate, labels[i:i + 2], noise[i:i + 2])
                             for i in (0, 2)])
         assert torch.equal(whole, halves)
+
+
+def test_hybrid_sampling_puts_the_teachers_scales_between_the_two_student_steps():
+    """pre-trained-n-m in scales (method.md section 6), m = 3: the first step's first n = 3 - teacher_steps scales,
+    the teacher's continuation of them to scale m, then the student's second step at t = m. With n = 0 the first
+    step is skipped: its tokens would all be replaced."""
+    codebook = tiny_codebook()
+    student = randomise_new_parameters(VARStudent.from_teacher(tiny_teacher(4), codebook))
+    labels, _, noise = random_batch(4, seed=6)
+    boundary = TINY.scale_slices[2][1]                               # tokens of the first m = 3 scales
+    calls = []
+
+    def teacher(labels, noise, stop, given):                         # a stand-in that records what it is given
+        calls.append((stop, given))
+        made = torch.arange(boundary).expand(len(labels), -1) % V
+        return made if given is None else torch.cat([given, made[:, given.shape[1]:]], dim=1)
+
+    one = sample_var_dd(student, codebook, 1, 3, labels, noise)
+    for teacher_steps in (1, 3):
+        calls.clear()
+        tokens = sample_var_dd(student, codebook, 2, 3, labels, noise, teacher=teacher, teacher_steps=teacher_steps)
+        stop, given = calls[0]
+        assert len(calls) == 1 and stop == 3
+        made = teacher(labels, noise, stop, given)
+        if teacher_steps == 1:
+            assert torch.equal(given, one[:, :TINY.scale_slices[1][1]])      # the first step's first 2 scales
+        else:
+            assert given is None
+        with torch.no_grad():
+            inputs = student_inputs(torch.cat([made, one[:, boundary:]], dim=1), noise, codebook, 3, TINY)
+            second = student.predict(labels, inputs, 3)
+        assert torch.equal(tokens, torch.cat([made, second[:, boundary:]], dim=1))

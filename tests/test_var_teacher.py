@@ -11,6 +11,7 @@ from dd.models.var_vqvae import MultiScaleVQVAE, PRESETS as VAE_PRESETS
 from dd.pairs import scale_sequence_map
 from dd.sampling import balanced_labels, inverse_cdf, per_sample_noise, token_uniforms
 from dd.var_teacher import SKIP_SCALES, generate_var, guided_probs, sample_var_scales, sample_var_teacher
+from tests.test_var import build_tiny
 
 RECIPE = RecipeConfig(cfg_scale=2.0, temperature=1.0, top_k=16, top_p=0.95)
 
@@ -115,3 +116,32 @@ def test_a_teacher_stopped_early_makes_the_full_teachers_first_scales():
     for k in SKIP_SCALES:
         stopped = sample_var_scales(model, vqvae, RECIPE, config.num_scales - k, labels, noise)
         assert torch.equal(stopped, full[:, :config.scale_slices[config.num_scales - k - 1][1]]), f"skip-{k}"
+
+
+@torch.inference_mode()
+def test_a_teacher_given_its_first_scales_continues_from_them():
+    """Hybrid sampling's teacher: the given scales' inputs come from the VQVAE, one pass over them (VAR.prefill)
+    writes the cache, and the later scales have the law of the uncached forward given them; given its own first
+    scales, it makes its own samples."""
+    _, vqvae = tiny_pair()
+    model = build_tiny(0)           # every weight random: VAR's own init leaves each block near the identity
+    config, B = model.config, 4
+    labels = balanced_labels(range(B), config.num_classes)
+    noise = per_sample_noise(5, range(B), config.num_tokens, config.code_dim)
+    full = sample_var_scales(model, vqvae, RECIPE, config.num_scales, labels, noise)
+    for given_scales in (1, 3):
+        stop = config.scale_slices[given_scales - 1][1]
+        assert torch.equal(sample_var_scales(model, vqvae, RECIPE, config.num_scales, labels, noise, full[:, :stop]),
+                           full)
+
+    given = torch.randint(config.vocab_size, (B, config.scale_slices[2][1]), generator=torch.Generator().manual_seed(0))
+    tokens = sample_var_teacher(model, vqvae, RECIPE, labels, noise, given=given)
+    assert torch.equal(torch.cat(tokens[:3], dim=1), given)
+    rows = torch.cat([labels, torch.full_like(labels, config.num_classes)])
+    inputs = vqvae.next_scale_inputs(tokens)
+    logits = model(rows, torch.cat([inputs, inputs]))                        # (2B, L, V)
+    uniforms = token_uniforms(noise)
+    for k in range(3, config.num_scales):
+        start, stop = config.scale_slices[k]
+        probs = guided_probs(logits[:, start:stop], RECIPE, k, config.num_scales)
+        assert torch.equal(inverse_cdf(probs, uniforms[:, start:stop].flatten()).view(B, -1), tokens[k]), f"scale {k}"

@@ -134,7 +134,7 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, rope: Tensor, cache: tuple[Tensor, Tensor, Tensor, Tensor] | None = None) -> Tensor:
         """Causal attention over x alone, or (cache given) over the cached positions its bias leaves visible.
 
-        cache = (k_layer (B, H, L, D), v_layer (B, H, L, D), pos (1,), bias (1, slots), 0 or -inf): k/v of x are
+        cache = (k_layer (B, H, L, D), v_layer (B, H, L, D), pos (S,), bias (S, slots), 0 or -inf): k/v of x are
         written at pos; attention reads the first `slots` cache positions.
         """
         q, k, v = rearrange(self.wqkv(x), "b s (three h d) -> three b h s d", three=3, h=self.n_head)  # (B, H, S, D)
@@ -147,7 +147,7 @@ class Attention(nn.Module):
             k_all.index_copy_(2, pos, k)
             v_all.index_copy_(2, pos, v)
             slots = bias.shape[-1]
-            out = attention(q, k_all[:, :, :slots], v_all[:, :, :slots], bias=bias)  # (B, H, 1, D)
+            out = attention(q, k_all[:, :, :slots], v_all[:, :, :slots], bias=bias)  # (B, H, S, D)
         return self.wo(rearrange(out, "b h s d -> b s (h d)"))  # (B, S, C)
 
 
@@ -240,21 +240,23 @@ class GPT(nn.Module):
         return self.norm(h)  # (B, S, C)
 
     def backbone_step(self, h: Tensor, pos: Tensor, cache: KVCache, num_visible: int | None = None) -> Tensor:
-        """One position (0-dim tensor pos) through all layers, reading and extending the static cache.
+        """One position (0-dim tensor pos), or S consecutive ones (pos (S,)), through all layers, reading and
+        extending the static cache: h (B, S, C) -> (B, S, C). Several positions at once are a prefill: the
+        tokens a sampler is given rather than chooses (hybrid DD sampling) fill the cache in one pass.
 
         Only tensor ops on pos (no .item(), no shapes that depend on it), so the step can be captured in a
         CUDA graph and replayed with pos updated in place. A caller that knows the step as a Python int may
-        pass num_visible = pos + 1: attention then reads only the slots written so far (half the cache on
-        average; each step of an unrolled loop still has a static shape).
+        pass num_visible = last pos + 1: attention then reads only the slots written so far (half the cache
+        on average; each step of an unrolled loop still has a static shape).
         """
-        idx = pos.reshape(1)  # (1,)
-        rope = self.rope.index_select(0, idx)  # (1, D/2, 2)
+        idx = pos.reshape(-1)  # (S,)
+        rope = self.rope.index_select(0, idx)  # (S, D/2, 2)
         num_slots = self.config.max_seq_len if num_visible is None else num_visible
-        written = torch.arange(num_slots, device=pos.device) <= pos  # (slots,): the slots written so far
-        bias = visibility_bias(written[None], cache.k.dtype)  # (1, slots)
+        written = torch.arange(num_slots, device=pos.device)[None] <= idx[:, None]  # (S, slots): causal
+        bias = visibility_bias(written, cache.k.dtype)  # (S, slots)
         for i, layer in enumerate(self.layers):
-            h = layer(h, rope, (cache.k[i], cache.v[i], idx, bias))  # (B, 1, C)
-        return self.norm(h)  # (B, 1, C)
+            h = layer(h, rope, (cache.k[i], cache.v[i], idx, bias))  # (B, S, C)
+        return self.norm(h)  # (B, S, C)
 
     def logits(self, h: Tensor) -> Tensor:
         return self.output(h).float()  # (B, S, V)

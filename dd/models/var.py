@@ -80,6 +80,13 @@ class VARConfig:
         stops = list(accumulate(p * p for p in self.patch_nums))
         return [(stop - p * p, stop) for p, stop in zip(self.patch_nums, stops)]
 
+    def scale_of_stop(self, num_tokens: int) -> int:
+        """The scale that the first num_tokens tokens end with; an error unless they end at a scale boundary."""
+        stops = [stop for _, stop in self.scale_slices]
+        if num_tokens not in stops:
+            raise ValueError(f"{num_tokens} tokens do not end at a scale boundary (scales end at {stops})")
+        return stops.index(num_tokens)
+
 
 def cfg_ramp(cfg: float, scale_index: int, num_scales: int) -> float:
     """Guidance weight t of scale k in the reference sampler: t = cfg * k / (K - 1), rising from 0 to cfg.
@@ -274,16 +281,31 @@ class VAR(nn.Module):
         scales 0..k; logits[:, i] (B, S, V) predicts token i from the label and the inputs of its own and coarser
         scales.
         """
+        h, cond = self._over_scales(labels, scale_inputs)  # (B, S, C), (B, C)
+        return self.logits(h, cond)  # (B, S, V)
+
+    def prefill(self, labels: Tensor, scale_inputs: Tensor, cache: VARKVCache) -> Tensor:
+        """Scales 0..k in one pass that writes the cache as stepping them one by one would: the logits (B, P, V)
+        of scale k, whose step it replaces. scale_inputs (B, S - first_len, E) as in forward.
+
+        Where a sampler is given the coarser scales rather than choosing them (hybrid DD sampling), this is its
+        first step; step() continues from scale k + 1.
+        """
+        h, cond = self._over_scales(labels, scale_inputs, cache)  # (B, S, C)
+        last_start = self.config.scale_slices[self.config.scale_of_stop(h.shape[1])][0]
+        return self.logits(h[:, last_start:], cond)  # (B, P, V)
+
+    def _over_scales(self, labels: Tensor, scale_inputs: Tensor, cache: VARKVCache | None = None) -> tuple[Tensor, Tensor]:
+        """Hidden states (B, S, C) of every token of scales 0..k under the block-causal mask, and the condition."""
         S = self.config.first_len + scale_inputs.shape[1]
-        if S not in {stop for _, stop in self.config.scale_slices}:
-            raise ValueError(f"{scale_inputs.shape[1]} input tokens do not end at a scale boundary")
+        self.config.scale_of_stop(S)  # S must end a scale
         cond = self.condition(labels)  # (B, C)
         h = torch.cat([self.sos(labels), self.embed_scale_inputs(scale_inputs)], dim=1)  # (B, S, C)
         h = h + self.level_position(0, S)
         attn_bias = self.attn_bias_for_masking[0, 0, :S, :S]  # (S, S)
-        for block in self.blocks:
-            h = block(h, cond, attn_bias)  # (B, S, C)
-        return self.logits(h, cond)  # (B, S, V)
+        for i, block in enumerate(self.blocks):
+            h = block(h, cond, attn_bias, None if cache is None else (cache.k[i], cache.v[i], 0, S))  # (B, S, C)
+        return h, cond
 
     def step(self, scale_index: int, labels: Tensor, scale_input: Tensor | None, cache: VARKVCache) -> Tensor:
         """One scale with the KV cache: logits (B, P, V) of scale scale_index, P = patch_nums[scale_index]**2.
