@@ -1,4 +1,5 @@
 """The whole pipeline under DVC on tiny overrides: every stage runs and eval.json has the contract's fields."""
+import copy
 import dataclasses
 import json
 import os
@@ -106,34 +107,75 @@ def _check_student_scaling(cwd, metrics: Path) -> None:
     assert scores["same/2"]["fid"] == pytest.approx(json.loads((metrics / "eval.json").read_text())["dd"]["fid"], rel=1e-9)
 
 
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(),
-                    reason="needs the Debian package dataset-fashion-mnist (.ci/run installs it)")
-def test_dvc_repro_on_tiny_params(tmp_path):
+def _check_hybrid_samples(cwd, teacher: str, teacher_steps: int, first_tokens: int) -> None:
+    """After a rerun with hybrid sampling in which the teacher remakes every token before the second step (n = 0):
+    the DD samples begin with the teacher's own samples' first tokens (same noise, the teacher's own draw), and
+    eval.json counts the teacher's steps and one student call."""
+    dd_tokens, teacher_tokens = (np.load(cwd / "data" / teacher / folder / name)["tokens"]
+                                 for folder, name in (("samples_dd", "dd.npz"), ("samples", "teacher.npz")))
+    assert np.array_equal(dd_tokens[:, :first_tokens], teacher_tokens[:, :first_tokens])
+    assert not np.array_equal(dd_tokens, teacher_tokens)
+    assert json.loads((cwd / "metrics" / teacher / "eval.json").read_text())["dd"]["steps"] == teacher_steps + 1
+
+
+FASHION_MNIST = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(),
+                                   reason="needs the Debian package dataset-fashion-mnist (.ci/run installs it)")
+
+
+@pytest.fixture(scope="module")
+def llamagen_tiny_run(tmp_path_factory) -> tuple[Path, dict]:
+    """The whole pipeline under DVC on tiny params (llamagen-tiny on Fashion-MNIST), run once for the tests below,
+    and its params. Each test works on its own copy (`_copy_run`), so one test's reruns never change what another
+    sees."""
+    root = tmp_path_factory.mktemp("llamagen_tiny_run")
+    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    _repro_in_new_repository(root, params)
+    return root, params
+
+
+def _repro_in_new_repository(root: Path, params: dict) -> None:
+    """The project's stages and code in a new git + DVC repository at root, with these params, and `dvc repro`."""
     for name in ["dvc.yaml", "dd", "pipeline"]:
         source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
-    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    _run(["git", "init", "-q"], tmp_path)
-    _run(["dvc", "init", "-q"], tmp_path)
-    _run(["dvc", "repro"], tmp_path)
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    _run(["git", "init", "-q"], root)
+    _run(["dvc", "init", "-q"], root)
+    _run(["dvc", "repro"], root)
 
-    table = json.loads((tmp_path / "metrics" / "llamagen-tiny" / "eval.json").read_text())
+
+def _copy_run(run: tuple[Path, dict], tmp_path: Path) -> tuple[Path, dict]:
+    root, params = run
+    shutil.copytree(root, tmp_path / "run", symlinks=True)
+    return tmp_path / "run", copy.deepcopy(params)
+
+
+@FASHION_MNIST
+def test_dvc_repro_on_tiny_params(llamagen_tiny_run, tmp_path):
+    run_dir, params = _copy_run(llamagen_tiny_run, tmp_path)
+    table = json.loads((run_dir / "metrics" / "llamagen-tiny" / "eval.json").read_text())
     for method in METHODS:
         assert all(isinstance(table[method][field], (int, float)) for field in FIELDS), method
-    assert (tmp_path / "metrics" / "llamagen-tiny" / "grids" / "dd.png").exists()
-    assert (tmp_path / "metrics" / "llamagen-tiny" / "fid_vs_latency.png").exists()
+    assert (run_dir / "metrics" / "llamagen-tiny" / "grids" / "dd.png").exists()
+    assert (run_dir / "metrics" / "llamagen-tiny" / "fid_vs_latency.png").exists()
 
-    # student.steps=2 reruns sampling, latency and evaluation only (after resolve, which writes their params)
-    params["student"]["steps"] = 2
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    assert _stages_rerun(tmp_path) == {f"{stage}@llamagen-tiny" for stage in ("resolve", "sample_dd", "latency",
-                                                                               "evaluate")}
+    # A change of DD sampling, here to 2 steps with the teacher making the first 32 tokens (hybrid), reruns
+    # sampling, latency and evaluation only (after resolve, which writes their params)
+    params["student"].update(steps=2, teacher_steps=32)
+    (run_dir / "params.yaml").write_text(yaml.safe_dump(params))
+    assert _stages_rerun(run_dir) == {f"{stage}@llamagen-tiny" for stage in ("resolve", "sample_dd", "latency",
+                                                                              "evaluate")}
+    _check_hybrid_samples(run_dir, "llamagen-tiny", teacher_steps=32, first_tokens=32)
 
-    # scripts/heldout_agreement.py and two_step_split.py: on all 200 training pairs they reproduce the student
-    # stage's own agreement
-    _check_heldout_agreement(tmp_path, "llamagen-tiny", 200, params["student"]["timesteps"])
-    _check_two_step_split(tmp_path, "llamagen-tiny", 200, params["student"]["timesteps"])
+
+@pytest.mark.slow
+@FASHION_MNIST
+def test_llamagen_tiny_scripts_on_the_tiny_run(llamagen_tiny_run, tmp_path):
+    """scripts/heldout_agreement.py and two_step_split.py: on all 200 training pairs they reproduce the student
+    stage's own agreement."""
+    run_dir, params = _copy_run(llamagen_tiny_run, tmp_path)
+    _check_heldout_agreement(run_dir, "llamagen-tiny", 200, params["student"]["timesteps"])
+    _check_two_step_split(run_dir, "llamagen-tiny", 200, params["student"]["timesteps"])
 
 
 # var-tiny (a next-scale teacher) on a small image folder, so every stage takes seconds: the VQVAE encodes
@@ -164,25 +206,27 @@ def _image_folder(root: Path, per_class: dict[str, int]) -> None:
                 Image.fromarray(image).save(folder / f"{i}.png")
 
 
-def test_var_tiny_stages_under_dvc_on_tiny_params(tmp_path):
-    for name in ["dvc.yaml", "dd", "pipeline"]:
-        source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
-    _image_folder(tmp_path / "images", {"train": 10, "test": 4})
+@pytest.fixture(scope="module")
+def var_tiny_run(tmp_path_factory) -> tuple[Path, dict]:
+    """var-tiny's whole pipeline under DVC on tiny params, run once for the tests below, and its params; each test
+    works on its own copy (`_copy_run`)."""
+    root = tmp_path_factory.mktemp("var_tiny_run")
+    _image_folder(root / "images", {"train": 10, "test": 4})
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["teachers"] = ["var-tiny"]
-    params["data"]["source"] = str(tmp_path / "images")
+    params["data"]["source"] = str(root / "images")
     params["student"]["steps"] = 2
     # The tiny settings go over the shared sections and var-tiny's own overrides (its other overrides, e.g.
     # student.timesteps, stay); vqvae exists only per teacher.
     params = _merge(params, {section: value for section, value in VAR_TINY.items() if section in params})
     params["overrides"]["var-tiny"] = _merge(params["overrides"]["var-tiny"], VAR_TINY)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    _run(["git", "init", "-q"], tmp_path)
-    _run(["dvc", "init", "-q"], tmp_path)
-    _run(["dvc", "repro"], tmp_path)
+    _repro_in_new_repository(root, params)
+    return root, params
 
-    metrics = tmp_path / "metrics" / "var-tiny"
+
+def test_var_tiny_stages_under_dvc_on_tiny_params(var_tiny_run, tmp_path):
+    run_dir, params = _copy_run(var_tiny_run, tmp_path)
+    metrics = run_dir / "metrics" / "var-tiny"
     table = json.loads((metrics / "eval.json").read_text())
     for method in ["teacher", "dd", "onestep", "skip-1", "skip-2"]:
         assert all(isinstance(table[method][field], (int, float)) for field in FIELDS), method
@@ -192,24 +236,33 @@ def test_var_tiny_stages_under_dvc_on_tiny_params(tmp_path):
     assert (metrics / "grids" / "skip-2.png").exists() and (metrics / "fid_vs_latency.png").exists()
 
     # An override of var-tiny's student reruns its student and what follows, not its tokenizer, teacher, pairs
-    # or teacher samples
+    # or teacher samples; with it, hybrid sampling: the teacher makes the first 3 scales (14 tokens)
     params["overrides"]["var-tiny"]["student"]["train"]["learning_rate"] = 0.001
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    assert _stages_rerun(tmp_path) == {f"{stage}@var-tiny" for stage in ("resolve", "student", "sample_dd", "latency",
+    params["overrides"]["var-tiny"]["student"]["teacher_steps"] = 3
+    (run_dir / "params.yaml").write_text(yaml.safe_dump(params))
+    assert _stages_rerun(run_dir) == {f"{stage}@var-tiny" for stage in ("resolve", "student", "sample_dd", "latency",
                                                                           "evaluate")}
+    _check_hybrid_samples(run_dir, "var-tiny", teacher_steps=3, first_tokens=preset_config("var-tiny").scale_slices[2][1])
+
+
+@pytest.mark.slow
+def test_var_tiny_scripts_on_the_tiny_run(var_tiny_run, tmp_path):
+    """The experiment scripts (scripts/) on the tiny run's stages: each reproduces what the stage measured."""
+    run_dir, params = _copy_run(var_tiny_run, tmp_path)
+    metrics = run_dir / "metrics" / "var-tiny"
 
     # scripts/heldout_agreement.py and two_step_split.py on the next-scale student and its 20 training pairs
     timesteps = params["overrides"]["var-tiny"]["student"]["timesteps"]
-    _check_heldout_agreement(tmp_path, "var-tiny", 20, timesteps)
-    _check_two_step_split(tmp_path, "var-tiny", 20, timesteps)
+    _check_heldout_agreement(run_dir, "var-tiny", 20, timesteps)
+    _check_two_step_split(run_dir, "var-tiny", 20, timesteps)
 
-    _check_student_scaling(tmp_path, metrics)
+    _check_student_scaling(run_dir, metrics)
 
     # scripts/decoding_trial.py: the stage's student, argmax, all of sample_dd's samples: the evaluate stage's dd
     # row; a student trained against the teacher's laws, decoded both ways: one line per decode and step count
     lines = _run([sys.executable, str(ROOT / "scripts" / "decoding_trial.py"), "var-tiny", "--target", "stage",
                   "--target", "teacher-probs", "--train-steps", "2", "--decode", "argmax", "--decode", "flow",
-                  "--num-samples", "20", "--run-dir", str(tmp_path / "decoding_trial")], tmp_path).splitlines()
+                  "--num-samples", "20", "--run-dir", str(run_dir / "decoding_trial")], run_dir).splitlines()
     rows = {(row["target"], row["decode"], row["steps"]): row
             for row in (json.loads(line) for line in lines if line.startswith("{"))}
     dd_row = json.loads((metrics / "eval.json").read_text())["dd"]
@@ -220,7 +273,7 @@ def test_var_tiny_stages_under_dvc_on_tiny_params(tmp_path):
     # its recipe's top-k support), the rule at s = 0 is argmax p, and the student's column is the stage's t = 0
     # agreement
     out = _run([sys.executable, str(ROOT / "scripts" / "flow_map_rule.py"), "var-tiny", "--num-pairs", "20",
-                "--scale", "0", "--scale", "1"], tmp_path)
+                "--scale", "0", "--scale", "1"], run_dir)
     assert float(re.search(r"([\d.]+)% of the pair tokens are inside", out).group(1)) > 99
     rows = {name.strip(): [float(x) for x in values.split()]
             for name, values in re.findall(r"^ *(scale \d \(\d+ tokens\)|all)((?: +[\d.]+){4})$", out, re.M)}
@@ -230,14 +283,14 @@ def test_var_tiny_stages_under_dvc_on_tiny_params(tmp_path):
 
     # scripts/vqvae_trial.py: a vae-tiny trained 2 steps on the data stage's images, one line, finite FIDs
     lines = _run([sys.executable, str(ROOT / "scripts" / "vqvae_trial.py"), "--steps", "2", "--batch-size", "8"],
-                 tmp_path).splitlines()
+                 run_dir).splitlines()
     [row] = [json.loads(line) for line in lines if line.startswith("{")]
     assert row["steps"] == 2 and row["seconds_per_step"] > 0 and row["codec_ms_per_image"] > 0
     assert np.isfinite([row["reconstruction_fid"], row["reconstruction_mse"], row["onestep_fid_data_marginals"]]).all()
 
     # scripts/recipe_sweep.py on the trained teacher: one line per recipe, both FIDs finite
     lines = _run([sys.executable, str(ROOT / "scripts" / "recipe_sweep.py"), "var-tiny", "--recipe", "1.5,16",
-                  "--recipe", "0,0", "--num-samples", "20", "--batch-size", "10"], tmp_path).splitlines()
+                  "--recipe", "0,0", "--num-samples", "20", "--batch-size", "10"], run_dir).splitlines()
     rows = [json.loads(line) for line in lines if line.startswith("{")]
     assert [(row["cfg_scale"], row["top_k"]) for row in rows] == [(1.5, 16), (0.0, 0)]
     assert all(np.isfinite([row["teacher_fid"], row["onestep_fid"]]).all() for row in rows)
@@ -246,11 +299,11 @@ def test_var_tiny_stages_under_dvc_on_tiny_params(tmp_path):
     other_depth = preset_config("var-tiny").depth + 1
     lines = _run([sys.executable, str(ROOT / "scripts" / "teacher_sweep.py"), "var-tiny", "--config",
                   f"depth={other_depth},train_steps=4,log_every=2,checkpoint_every=2,compile=0", "--num-samples", "20",
-                  "--batch-size", "10", "--tokens-out", "sweep.pt"], tmp_path).splitlines()
+                  "--batch-size", "10", "--tokens-out", "sweep.pt"], run_dir).splitlines()
     [row] = [json.loads(line) for line in lines if line.startswith("{")]
     deeper = VAR(dataclasses.replace(preset_config("var-tiny"), depth=other_depth))
     assert row["depth"] == other_depth
     assert row["parameters_m"] == round(sum(p.numel() for p in deeper.parameters()) / 1e6, 3)
     assert row["step_ms"] > 0 and np.isfinite([row["teacher_fid"], row["onestep_fid"], row["test_nll_per_token"]]).all()
-    [saved] = torch.load(tmp_path / "sweep.pt")
+    [saved] = torch.load(run_dir / "sweep.pt")
     assert saved["teacher"].shape == saved["onestep"].shape == (20, deeper.config.num_tokens)
