@@ -101,7 +101,8 @@ _teacher_command("pairs", "Generate the DD (noise, tokens, class) pairs as webda
                           "flow.*); rerun to resume, complete shards are kept. Under torchrun, shards are split over ranks.")
 _teacher_command("student", "Train the DD student on the pairs (student.*); rerun the same command to resume.")
 _teacher_command("sample", "Sample the teacher, the onestep and skip baselines and tokenizer reconstructions.")
-_teacher_command("sample_dd", "Sample the DD student at student.steps steps.")
+_teacher_command("sample_dd", "Sample the DD student at student.steps steps (1 or 2), with student.teacher_steps of the "
+                              "teacher's own between the two (hybrid sampling; 0: off).")
 _teacher_command("latency", "Benchmark seconds per image of every method at latency.batch_sizes, side by side.")
 _teacher_command("evaluate", "FID, fid_to_teacher, precision/recall, class accuracy; eval.json, grids and plot.")
 
