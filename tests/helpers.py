@@ -26,3 +26,18 @@ def assert_same_tensors(module: torch.nn.Module, reference: torch.nn.Module) -> 
     for name, tensor in expected.items():
         assert torch.equal(got[name], tensor) and got[name].stride() == tensor.stride(), name
         assert got[name].dtype == tensor.dtype and got[name].requires_grad == tensor.requires_grad, name
+
+
+class CountingStudent:
+    """A student whose calls are recorded (their timesteps): the hybrid sampler skips the first call when the
+    teacher remakes every token it would keep."""
+
+    def __init__(self, student):
+        self.student, self.timesteps = student, []
+
+    def __getattr__(self, name):            # config and the rest: the student's own
+        return getattr(self.student, name)
+
+    def predict(self, labels, inputs, timestep):
+        self.timesteps.append(timestep)
+        return self.student.predict(labels, inputs, timestep)

@@ -9,7 +9,7 @@ from dd.sampling import (balanced_labels, complete_skip, inverse_cdf, per_sample
                          sample_skip, sample_teacher, token_uniforms, TokenMarginals)
 from dd.student import DDStudent, student_inputs
 from dd.teachers import apply_recipe
-from tests.helpers import MICRO, micro_codebook, micro_teacher
+from tests.helpers import MICRO, CountingStudent, micro_codebook, micro_teacher
 
 RECIPE = RecipeConfig(cfg_scale=1.5, top_k=8, top_p=0.9)
 
@@ -57,17 +57,6 @@ def test_a_teacher_given_its_first_tokens_continues_from_them(given_count):
     probs = apply_recipe(teacher(labels, tokens).flatten(0, 1), recipe).reshape(6, stop, -1)
     assert torch.equal(inverse_cdf(probs, torch.special.ndtr(noise[:, :stop, 0]))[:, given_count:],
                        tokens[:, given_count:])
-
-
-class CountingStudent:
-    """A student whose calls are counted: the hybrid sampler skips the first when the teacher remakes it all."""
-
-    def __init__(self, student):
-        self.student, self.timesteps = student, []
-
-    def predict(self, labels, inputs, timestep):
-        self.timesteps.append(timestep)
-        return self.student.predict(labels, inputs, timestep)
 
 
 @pytest.mark.parametrize("teacher_steps", [3, 8])

@@ -7,7 +7,7 @@ import torch
 from dd.models.var import PRESETS, VAR
 from dd.var_student import (VARStudent, data_mask, noise_position_loss, sample_var_dd, student_attn_bias,
                             student_inputs, student_loss)
-from tests.helpers import assert_same_tensors
+from tests.helpers import CountingStudent, assert_same_tensors
 from tests.test_var import build_tiny
 
 TINY = PRESETS["var-tiny"]   # 6 scales (1, 2, 3, 4, 6, 8), 130 tokens, V = 256, E = 8
@@ -227,7 +227,9 @@ def test_hybrid_sampling_puts_the_teachers_scales_between_the_two_student_steps(
     one = sample_var_dd(student, codebook, 1, 3, labels, noise)
     for teacher_steps in (1, 3):
         calls.clear()
-        tokens = sample_var_dd(student, codebook, 2, 3, labels, noise, teacher=teacher, teacher_steps=teacher_steps)
+        counting = CountingStudent(student)
+        tokens = sample_var_dd(counting, codebook, 2, 3, labels, noise, teacher=teacher, teacher_steps=teacher_steps)
+        assert counting.timesteps == ([0, 3] if teacher_steps < 3 else [3])
         stop, given = calls[0]
         assert len(calls) == 1 and stop == 3
         made = teacher(labels, noise, stop, given)
