@@ -8,6 +8,10 @@ Speed does not depend on the weights, so the models are the published architectu
   teacher_graph  the same whole sampling loop captured once as a CUDA graph and replayed
   dd_1step       the DD student's single forward on noise (+ argmax), eager and as a CUDA graph (for VAR the
                  VARStudent of dd/var_student.py: 1 + 680 positions, block mask, noise/data embedding)
+  dd_hybrid{K}   hybrid sampling (method.md section 6) as a CUDA graph: the student, K steps of the teacher's
+                 own sampler after a prefill of the student's first tokens, the student again from the paper's
+                 intermediate timestep (LlamaGen 80 tokens, VAR-d16 5 scales, larger VARs 4); K as in the
+                 paper's hybrid rows (LlamaGen-L 22/42/81 steps: K = 20/40/79; VAR-d16 3/4/6 steps: K = 1/2/4)
 Then a smoke run: a few hundred pairs from llamagen-b through the flow map, a few student training steps on
 them, and 1- and 2-step sampling, all on the GPU. Last, the published path through the pipeline's own stages
 (scripts/published_pipeline.py) for each of --pipeline-presets (default llamagen-b): the teacher and tokenizer
@@ -37,15 +41,20 @@ from dd.models.llamagen import GPT, PRESETS
 from dd.models.var import VAR, PRESETS as VAR_PRESETS
 from dd.models.var_vqvae import MultiScaleVQVAE, PRESETS as VAE_PRESETS
 from dd.pairs import read_pairs, sequence_map, write_pairs
+from dd.presets import paper_recipe
 from dd.sampling import per_sample_noise, balanced_labels, sample_dd, sample_teacher
 from dd.student import DDStudent, student_loss
 from dd.training import train
 from dd.var_student import VARStudent, sample_var_dd
-from dd.var_teacher import sample_var_teacher
+from dd.var_teacher import sample_var_scales, sample_var_teacher
 
 PAPER_RECIPE = RecipeConfig(cfg_scale=2.0, temperature=1.0, top_k=8000, top_p=1.0)   # DD's LlamaGen setting
 VAR_PAPER_RECIPE = RecipeConfig(cfg_scale=2.0, temperature=1.0, top_k=900, top_p=0.95)  # DD's VAR setting
 CODE_DIM = 8
+# Hybrid sampling's teacher steps, per family (the paper's hybrid rows), and the second student step's timestep
+# of presets without a paper recipe (params.yaml's, for the tiny presets the tests run)
+HYBRID_TEACHER_STEPS = {"llamagen": (20, 40, 79), "var": (1, 2, 4)}
+TINY_INTERMEDIATE = {"llamagen-tiny": 32, "var-tiny": 3}
 
 
 def random_model(preset: str, device) -> GPT:
@@ -82,7 +91,9 @@ def as_graph(function):
 
 
 def samplers(preset: str, device):
-    """(teacher(labels, noise), dd_1step(labels, noise), tokens per image, code dim, classes) of a preset."""
+    """(teacher(labels, noise), dd_1step(labels, noise), {K: dd_hybrid(labels, noise)}, tokens per image, code dim,
+    classes) of a preset."""
+    intermediate = TINY_INTERMEDIATE.get(preset) or paper_recipe(preset)["student"]["timesteps"][-1]
     if preset in VAR_PRESETS:
         model = VAR(VAR_PRESETS[preset]).to(device, torch.bfloat16).eval().requires_grad_(False)
         vae_preset = "vae-tiny" if preset == "var-tiny" else "vae-ch160v4096z32"
@@ -91,20 +102,32 @@ def samplers(preset: str, device):
         codebook = vqvae.codebook.to(torch.bfloat16)
         student = VARStudent.from_teacher(model, codebook)
         teacher = lambda labels, noise: sample_var_teacher(model, vqvae, VAR_PAPER_RECIPE, labels, noise)
-        dd = lambda labels, noise: sample_var_dd(student, codebook, 1, 0, labels, noise.to(torch.bfloat16))
-        return teacher, dd, config.num_tokens, config.code_dim, config.num_classes
-    model = random_model(preset, device)
-    student = DDStudent(model, CODE_DIM).to(device, torch.bfloat16).eval().requires_grad_(False)
-    codebook = torch.randn(model.config.vocab_size, CODE_DIM, device=device)
-    teacher = lambda labels, noise: sample_teacher(model, PAPER_RECIPE, labels, noise)
-    dd = lambda labels, noise: sample_dd(student, codebook, 1, 0, labels, noise.to(torch.bfloat16))
-    return teacher, dd, model.config.num_image_tokens, CODE_DIM, model.config.num_classes
+        dd_sampler = functools.partial(sample_var_dd, student, codebook)
+        continuation = lambda labels, noise, stop, given: sample_var_scales(model, vqvae, VAR_PAPER_RECIPE, stop, labels,
+                                                                          noise.float(), given)
+        sizes, family = (config.num_tokens, config.code_dim, config.num_classes), "var"
+    else:
+        model = random_model(preset, device)
+        student = DDStudent(model, CODE_DIM).to(device, torch.bfloat16).eval().requires_grad_(False)
+        codebook = torch.randn(model.config.vocab_size, CODE_DIM, device=device, dtype=torch.bfloat16)
+        teacher = lambda labels, noise: sample_teacher(model, PAPER_RECIPE, labels, noise)
+        dd_sampler = functools.partial(sample_dd, student, codebook)
+        continuation = lambda labels, noise, stop, given: sample_teacher(model, PAPER_RECIPE, labels, noise.float(), stop,
+                                                                         given)
+        sizes, family = (model.config.num_image_tokens, CODE_DIM, model.config.num_classes), "llamagen"
+    dd = lambda labels, noise: dd_sampler(1, 0, labels, noise.to(torch.bfloat16))
+
+    def hybrid(teacher_steps: int, labels, noise):
+        return dd_sampler(2, intermediate, labels, noise.to(torch.bfloat16), teacher=continuation,
+                          teacher_steps=teacher_steps)
+    hybrids = {k: functools.partial(hybrid, k) for k in HYBRID_TEACHER_STEPS[family] if k < intermediate}
+    return teacher, dd, hybrids, *sizes
 
 
 def latency_table(presets, batch_sizes, repeats, device) -> list[dict]:
     rows = []
     for preset in presets:
-        teacher, dd, num_tokens, code_dim, num_classes = samplers(preset, device)
+        teacher, dd, hybrids, num_tokens, code_dim, num_classes = samplers(preset, device)
         for batch_size in batch_sizes:
             labels = balanced_labels(range(batch_size), num_classes).to(device)
             noise = per_sample_noise(0, range(batch_size), num_tokens, code_dim).to(device)
@@ -113,14 +136,18 @@ def latency_table(presets, batch_sizes, repeats, device) -> list[dict]:
             torch.cuda.empty_cache()   # the eager runs' cached blocks go back, so the graphs' private pool fits
             timings["teacher_graph"] = time_call(as_graph(run_teacher), repeats)
             timings["dd_1step_graph"] = time_call(as_graph(run_dd), repeats)
+            for k, hybrid in hybrids.items():
+                timings[f"dd_hybrid{k}_graph"] = time_call(as_graph(functools.partial(hybrid, labels, noise)), repeats)
             row = {"preset": preset, "batch_size": batch_size,
                    **{f"{k}_ms_per_image": 1000 * v / batch_size for k, v in timings.items()}}
             row["speedup_eager"] = timings["teacher"] / timings["dd_1step"]
             row["speedup_graph"] = timings["teacher_graph"] / timings["dd_1step_graph"]
             row["graph_gain_teacher"] = timings["teacher"] / timings["teacher_graph"]
+            row.update({f"speedup_hybrid{k}_graph": timings["teacher_graph"] / timings[f"dd_hybrid{k}_graph"]
+                        for k in hybrids})
             rows.append(row)
             print(json.dumps(row), flush=True)
-        del teacher, dd
+        del teacher, dd, hybrids
         torch.cuda.empty_cache()
     return rows
 
@@ -209,6 +236,12 @@ def main():
         print(f"{row['preset']:<12}{row['batch_size']:>6}{row['teacher_ms_per_image']:>16.3f}"
               f"{row['teacher_graph_ms_per_image']:>10.3f}{row['dd_1step_ms_per_image']:>11.3f}"
               f"{row['dd_1step_graph_ms_per_image']:>10.3f}{row['speedup_graph']:>9.1f}x")
+        hybrids = [key[len("dd_hybrid"):-len("_graph_ms_per_image")] for key in row
+                   if key.startswith("dd_hybrid") and key.endswith("_graph_ms_per_image")]
+        if hybrids:
+            print(" " * 18 + "hybrid (graph): " + ", ".join(
+                f"K={k} {row[f'dd_hybrid{k}_graph_ms_per_image']:.3f} ms/img ({row[f'speedup_hybrid{k}_graph']:.1f}x)"
+                for k in hybrids))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ spec.loader.exec_module(gpu_check)
 @pytest.mark.parametrize("preset", ["llamagen-tiny", "var-tiny"])
 def test_teacher_and_dd_samplers_run_at_tiny_presets(preset):
     torch.manual_seed(0)
-    teacher, dd, num_tokens, code_dim, num_classes = gpu_check.samplers(preset, torch.device("cpu"))
+    teacher, dd, hybrids, num_tokens, code_dim, num_classes = gpu_check.samplers(preset, torch.device("cpu"))
     labels = balanced_labels(range(2), num_classes)
     noise = per_sample_noise(0, range(2), num_tokens, code_dim)
     teacher_tokens = teacher(labels, noise)
@@ -24,4 +24,7 @@ def test_teacher_and_dd_samplers_run_at_tiny_presets(preset):
         teacher_tokens = torch.cat(teacher_tokens, dim=1)
     assert teacher_tokens.shape == (2, num_tokens)
     assert dd(labels, noise).shape == (2, num_tokens)
+    assert list(hybrids) == {"llamagen-tiny": [20], "var-tiny": [1, 2]}[preset]     # the paper's K below m
+    for hybrid in hybrids.values():
+        assert hybrid(labels, noise).shape == (2, num_tokens)
 
