@@ -239,7 +239,8 @@ _HINTS = {
     "pairs.shard_size": "num_pairs and shard_size must be positive",
     "student.timesteps (2 steps)": "2-step sampling needs an intermediate timestep above 0, e.g. timesteps: [0, 32]",
     "student.teacher_steps": "hybrid sampling needs steps: 2 and 0 < teacher_steps <= the largest of "
-                             "student.timesteps (0 turns it off), e.g. -S student.steps=2 -S student.teacher_steps=8",
+                             "student.timesteps (0 turns it off), e.g. -S student.steps=2 -S student.teacher_steps=8; "
+                             "a teacher with fewer timesteps takes its own: -S '++overrides.var-tiny.student.teacher_steps=3'",
 }
 
 
