@@ -20,12 +20,18 @@ def test_times_and_profiles_a_teacher_step():
 
 
 def test_times_the_vqvae_and_a_next_scale_teacher():
-    for args in (("vae-tiny", "--channels-last"), ("var-tiny",)):
+    for args, title in ((("var-tiny", "--stage", "tokenizer", "--channels-last"), "var-tiny tokenizer: "),
+                        (("var-tiny",), "var-tiny teacher: ")):
         result = _run(*args)
         assert result.returncode == 0, result.stderr
-        assert f"{args[0]}: " in result.stdout and "median" in result.stdout
+        assert title in result.stdout and "median" in result.stdout
 
 
 def test_channels_last_is_for_the_vqvae_only():
     result = _run("llamagen-tiny", "--channels-last")
-    assert result.returncode != 0 and "vae-tiny only" in result.stdout + result.stderr
+    assert result.returncode != 0 and "--stage tokenizer only" in result.stdout + result.stderr
+
+
+def test_a_raster_teacher_has_no_tokenizer_training():
+    result = _run("llamagen-tiny", "--stage", "tokenizer")
+    assert result.returncode != 0 and "fits k-means" in result.stdout + result.stderr
