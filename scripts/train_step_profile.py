@@ -28,10 +28,10 @@ import typer
 from torch.profiler import ProfilerActivity, profile
 
 from dd.config import Config, load_config
-from dd.models.var_vqvae import PRESETS as VQVAE_PRESETS
+from dd.models.var_vqvae import PRESETS as VQVAE_PRESETS, MultiScaleVQVAE
 from dd.teachers import build_model, family
 from dd.training import train
-from dd.var_tokenizer import MultiScaleTokenizer, MultiScaleVQVAE, vqvae_loss
+from dd.var_tokenizer import MultiScaleTokenizer, vqvae_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.teacher import forcing_loss, teacher_forcing  # noqa: E402
