@@ -28,10 +28,10 @@ import typer
 from torch.profiler import ProfilerActivity, profile
 
 from dd.config import Config, load_config
-from dd.models.var_vqvae import PRESETS as VQVAE_PRESETS, MultiScaleVQVAE
 from dd.teachers import build_model, family
 from dd.training import train
 from dd.var_tokenizer import MultiScaleTokenizer, vqvae_loss
+from dd.vq_tokenizer import build_tokenizer_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.teacher import forcing_loss, teacher_forcing  # noqa: E402
@@ -43,16 +43,15 @@ PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 def model_and_loss(teacher: str, stage: str, config: Config, channels_last: bool):
     """(model, loss_fn) as the teacher or tokenizer stage builds them, on random data."""
     generator = torch.Generator().manual_seed(0)
-    vqvae_config = VQVAE_PRESETS[config.vqvae.preset]
     if stage == "tokenizer":
-        model = MultiScaleVQVAE(vqvae_config)
+        model = build_tokenizer_model(config.vqvae.preset)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        size, channels = vqvae_config.image_size, vqvae_config.in_channels
+        size, channels = model.config.image_size, model.config.in_channels
         images = torch.randint(256, (EXAMPLES, size, size, channels), dtype=torch.uint8, generator=generator)  # (N, H, W, C)
         return model, lambda model, indices, generator: vqvae_loss(model, images[indices], config.vqvae.commitment)
     model = build_model(teacher)
-    tokenizer = MultiScaleTokenizer(MultiScaleVQVAE(vqvae_config)) if family(teacher) == "var" else None
+    tokenizer = MultiScaleTokenizer(build_tokenizer_model(config.vqvae.preset)) if family(teacher) == "var" else None
     num_tokens, forward = teacher_forcing(teacher, model, tokenizer)
     tokens = torch.randint(model.config.vocab_size, (EXAMPLES, num_tokens), generator=generator)  # (N, L)
     labels = torch.randint(model.config.num_classes, (EXAMPLES,), generator=generator)          # (N,)
