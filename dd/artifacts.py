@@ -1,67 +1,27 @@
-"""Where each stage's outputs live, and how a later stage loads them.
+"""How a later stage loads what the tokenizer and teacher stages made (paths: dd/layout.py), and on which device.
 
-dvc.yaml declares these same paths as stage outputs (tests/test_pipeline_files.py checks the two agree), so
-every stage reads and writes through this one table and no path is spelled twice in code.
+The DD student is loaded by its sampling stage (pipeline/sample_dd.py) and the evaluation classifier by
+dd/evaluation.py, so that the stages upstream of them do not import (and so do not depend on) their code.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from dd.checkpoint import load_json, load_state_dict, with_weights
-from dd.data import ImageSet
-from dd.evaluation import ClassifierConfig, FeatureClassifier
+from dd.checkpoint import load_json
+from dd.layout import Layout
 from dd.models.llamagen import GPT
 from dd.models.var import VAR
 from dd.models.var_vqvae import PRESETS as VQVAE_PRESETS
-from dd.student import DDStudent
 from dd.teachers import load_teacher, preset_config
 from dd.tokenizer import PatchTokenizer
-from dd.var_student import VARStudent
 from dd.var_tokenizer import MultiScaleTokenizer
 from dd.vq_tokenizer import SIDECAR as VQ_SIDECAR, VQTokenizer
 
 # Every tokenizer has encode, decode, codebook (V, d), num_tokens and codebook_size.
 Tokenizer = PatchTokenizer | VQTokenizer | MultiScaleTokenizer
-
-
-@dataclass(frozen=True)
-class Layout:
-    teacher: str = ""
-    data_root: Path = Path("data")
-    metrics_root: Path = Path("metrics")
-
-    # Shared by every teacher.
-    @property
-    def dataset_dir(self) -> Path: return self.data_root / "dataset"
-    @property
-    def classifier_dir(self) -> Path: return self.data_root / "classifier"
-
-    # Per teacher.
-    @property
-    def params_dir(self) -> Path: return self.data_root / self.teacher / "params"
-    @property
-    def tokenizer_dir(self) -> Path: return self.data_root / self.teacher / "tokenizer"
-    @property
-    def teacher_dir(self) -> Path: return self.data_root / self.teacher / "teacher"
-    @property
-    def pairs_dir(self) -> Path: return self.data_root / self.teacher / "pairs"
-    @property
-    def student_dir(self) -> Path: return self.data_root / self.teacher / "student"
-    @property
-    def samples_dir(self) -> Path: return self.data_root / self.teacher / "samples"
-    @property
-    def dd_samples_dir(self) -> Path: return self.data_root / self.teacher / "samples_dd"
-    @property
-    def metrics_dir(self) -> Path: return self.metrics_root / self.teacher
-
-
-def load_images(layout: Layout, split: str) -> ImageSet:
-    return ImageSet.load(layout.dataset_dir / f"{split}.npz")
 
 
 def teacher_weights(layout: Layout) -> Path:
@@ -103,29 +63,3 @@ def teacher_classes(layout: Layout) -> int:
 
 def load_frozen_teacher(layout: Layout, device: torch.device | str = "cpu") -> GPT | VAR:
     return load_teacher(layout.teacher_dir).to(device)
-
-
-def load_student(layout: Layout, teacher: GPT | VAR) -> DDStudent | VARStudent:
-    """The trained student of the teacher's family, frozen, on the teacher's device."""
-    if isinstance(teacher, VAR):
-        build = lambda: VARStudent(teacher.config)
-    else:
-        code_dim = load_tokenizer(layout).codebook.shape[1]
-        build = lambda: DDStudent(teacher, code_dim)
-    student = with_weights(build, load_state_dict(layout.student_dir / "model.pt"))
-    return student.to(next(teacher.parameters()).device).eval().requires_grad_(False)
-
-
-def load_classifier(layout: Layout) -> FeatureClassifier:
-    meta = load_json(layout.classifier_dir / "model.json")
-    classifier = FeatureClassifier(meta["in_channels"], meta["num_classes"], ClassifierConfig(**meta["config"]))
-    classifier.load_state_dict(load_state_dict(layout.classifier_dir / "model.pt"), strict=True)
-    return classifier.eval().requires_grad_(False)
-
-
-def load_samples(path: Path) -> dict[str, np.ndarray]:
-    """A method's samples: tokens (N, L), labels (N,), images (N, H, W, C) uint8."""
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path} not found: run the sampling stage first (`dvc repro`)")
-    with np.load(path) as data:
-        return {key: data[key] for key in data.files}

@@ -16,8 +16,8 @@ import torch
 import typer
 from rich import print as rich_print
 
-from dd.artifacts import Layout
 from dd.config import ConfigError, load_config, to_dict
+from dd.layout import Layout
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 
@@ -169,6 +169,37 @@ def download(url: Annotated[str, typer.Argument(help="http(s):// or file:// URL 
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"{path} ({path.stat().st_size} bytes)")
+
+
+@app.command("code-deps")
+def code_deps(stage: Annotated[str, typer.Argument(help="A stage of dvc.yaml (e.g. pairs); all stages if omitted.")] = "",
+              check: Annotated[bool, typer.Option("--check", help="Compare with dvc.yaml's deps; exit 1 naming "
+                                                  "every missing or stale code dep.")] = False,
+              dvc_file: Annotated[Path, typer.Option("--dvc-file", help="The pipeline file --check reads.")] = Path("dvc.yaml")):
+    """The code a stage runs: pipeline/<stage>.py and every project module it imports, transitively. These are
+    its dvc.yaml code deps, and their hashes are in every checkpoint or shard set it resumes (dd/provenance.py).
+
+    Examples:
+      dd code-deps pairs
+      dd code-deps --check
+    """
+    import yaml
+
+    from dd.provenance import dvc_deps_problems, stage_code_files
+
+    stages = yaml.safe_load(dvc_file.read_text())["stages"]
+    if stage and stage not in stages:
+        raise typer.BadParameter(f"no stage '{stage}' in {dvc_file}: {', '.join(stages)}", param_hint="STAGE")
+    if check:
+        problems = dvc_deps_problems({stage: stages[stage]} if stage else stages)
+        for problem in problems:
+            typer.echo(problem, err=True)
+        if problems:
+            raise typer.Exit(1)
+        typer.echo(f"{dvc_file}: every stage lists exactly the code it runs")
+        return
+    for name in [stage] if stage else stages:
+        typer.echo(f"{name}:\n" + "".join(f"  - {path}\n" for path in stage_code_files(name)), nl=False)
 
 
 if __name__ == "__main__":

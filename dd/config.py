@@ -31,6 +31,7 @@ class DataConfig:
     source: str = "fashion-mnist"     # "fashion-mnist" (Debian package) or a folder with one subfolder per class
     image_size: int = 32              # images are centre-padded (or resized) to this square size
     test_fraction: float = 0.15       # held out when an image folder has no train/ and test/ subfolders
+    validation_fraction: float = 0.1  # of each class's train images, held out to choose settings on (dd/data.py)
     seed: int = 0
 
 
@@ -96,17 +97,32 @@ class TeacherConfig:
     url: str = ""                     # download: "" takes the preset's published URL (dd/presets.py)
     sha256: str = ""                  # download: checked before the file is used; "" skips the check
     class_dropout: float = 0.1        # label -> null class during training, for classifier-free guidance
-    nll_images: int = 2000            # held-out test images for test_nll_per_token (0: all of them)
+    nll_images: int = 2000            # validation images for validation_nll_per_token (0: all of them)
     train: TrainConfig = TrainConfig()
 
 
 @dataclass(frozen=True)
 class RecipeConfig:
-    """The teacher's sampling recipe. DD distils the distribution AFTER these (method.md section 2)."""
-    cfg_scale: float = 1.5
-    temperature: float = 1.0
-    top_k: int = 0                    # 0 keeps every token
-    top_p: float = 1.0                # 1.0 keeps every token
+    """The teacher's sampling recipe. DD distils the distribution AFTER these (method.md section 2).
+
+    Guidance follows each family's published sampler: for a raster (LlamaGen) teacher, logits = uncond +
+    cfg_scale (cond - uncond) when cfg_scale > 1, and the conditional model alone at or below 1 (dd/teachers.py);
+    for a next-scale (VAR) teacher, cfg_scale is VAR's `cfg`, ramped over the scales, t_k = cfg k / (K - 1),
+    logits = (1 + t_k) cond - t_k uncond: 0 is unguided (dd/var_teacher.py). Then temperature, top-k (exactly k
+    codes), top-p."""
+    cfg_scale: float = 1.5            # >= 0
+    temperature: float = 1.0          # > 0
+    top_k: int = 0                    # >= 0; 0 keeps every token
+    top_p: float = 1.0                # in (0, 1]; 1.0 keeps every token
+
+    def __post_init__(self):
+        checks = {"cfg_scale": (self.cfg_scale >= 0, "must be >= 0 (LlamaGen: <= 1 is unguided; VAR: 0 is)"),
+                  "temperature": (self.temperature > 0, "must be > 0: logits are divided by it"),
+                  "top_k": (self.top_k >= 0, "must be >= 0 (0 keeps every token)"),
+                  "top_p": (0 < self.top_p <= 1, "must be in (0, 1] (1.0 keeps every token)")}
+        for key, (ok, hint) in checks.items():
+            if not ok:
+                raise ConfigError(f"invalid value for recipe.{key}: {getattr(self, key)!r} {hint}")
 
 
 @dataclass(frozen=True)
@@ -164,6 +180,8 @@ class SampleConfig:
     batch_size: int = 250
     skip_tokens: int = 32             # the skip baseline's teacher stops this many tokens early
     seed: int = 2
+    reference_seed: int = 3           # teacher_reference, fid_to_teacher's second teacher sample set (num_samples):
+                                      # its own seed, so it shares no noise with any method's samples or the pairs
 
 
 @dataclass(frozen=True)
@@ -201,6 +219,7 @@ class Config:
 
     def __post_init__(self):
         checks = {
+            "data.validation_fraction": 0 < self.data.validation_fraction < 1,
             "student.steps": self.student.steps in (1, 2),
             "student.timesteps": len(self.student.timesteps) >= 1 and self.student.timesteps[0] == 0,
             "teacher.source": self.teacher.source in ("train", "download"),
@@ -210,6 +229,7 @@ class Config:
             "evaluate.reference": self.evaluate.extractor != "inception" or bool(self.evaluate.reference),
             "evaluate.latency_batch_size": self.evaluate.latency_batch_size in self.latency.batch_sizes,
             "pairs.shard_size": self.pairs.shard_size > 0 and self.pairs.num_pairs > 0,
+            "sample.reference_seed": self.sample.reference_seed not in (self.sample.seed, self.pairs.seed),
             "student.timesteps (2 steps)": self.student.steps == 1 or self.student.intermediate_timestep > 0,
             "student.teacher_steps": self.student.teacher_steps == 0 or (
                 self.student.steps == 2 and 0 < self.student.teacher_steps <= self.student.intermediate_timestep),
@@ -226,6 +246,8 @@ TRAINED_SECTIONS = ("vqvae", "teacher", "student")   # the sections with a `trai
 
 _HINTS = {
     **{f"{section}.train.precision": "use 'fp32', 'bf16' or 'auto'" for section in TRAINED_SECTIONS},
+    "data.validation_fraction": "the share of each class's train images held out for validation: strictly between "
+                                "0 and 1, e.g. 0.1",
     "student.steps": "use 1 or 2",
     "student.timesteps": "a list starting with 0 (the all-noise timestep), e.g. [0, 32]",
     "teacher.source": "use 'train' or 'download'",
@@ -237,6 +259,8 @@ _HINTS = {
                           "ADM evaluator's VIRTUAL_imagenet256_labeled.npz) or a folder of images, e.g. "
                           "overrides.<teacher>.evaluate.reference in params.yaml",
     "pairs.shard_size": "num_pairs and shard_size must be positive",
+    "sample.reference_seed": "the teacher reference set needs its own seed: different from sample.seed (the methods' "
+                             "samples) and pairs.seed (the student's training pairs), or it shares their noise",
     "student.timesteps (2 steps)": "2-step sampling needs an intermediate timestep above 0, e.g. timesteps: [0, 32]",
     "student.teacher_steps": "hybrid sampling needs steps: 2 and 0 < teacher_steps <= the largest of "
                              "student.timesteps (0 turns it off), e.g. -S student.steps=2 -S student.teacher_steps=8; "
@@ -254,10 +278,11 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "pairs": ("recipe", "flow", "pairs"),
     "student": ("student.timesteps", "student.target_width", "student.train"),
     "sample": ("recipe", "sample", "tokenizer.source"),
-    "sample_dd": ("student.steps", "student.teacher_steps", "student.timesteps", "sample"),
+    "sample_dd": ("student.steps", "student.teacher_steps", "student.timesteps", "sample.num_samples",
+                  "sample.labels", "sample.batch_size", "sample.seed"),
     "latency": ("latency", "recipe", "student.steps", "student.teacher_steps", "student.timesteps", "sample.skip_tokens"),
     "evaluate": ("data.source", "classifier.feature_dim", "tokenizer.source", "evaluate", "student.steps",
-                 "student.teacher_steps", "student.timesteps", "sample.skip_tokens"),
+                 "student.teacher_steps", "student.timesteps", "sample.skip_tokens", "sample.reference_seed"),
 }
 
 

@@ -2,6 +2,9 @@
 
 Every loader returns an `ImageSet` of uint8 images shaped (N, H, W, C) - always four-dimensional,
 C = 1 for grey and 3 for colour - so tokenizers, models and metrics never special-case the source.
+
+Three splits: train (what tokenizers, teachers and the classifier learn from), validation (held out from the
+source's train split, per class: every setting is chosen on it) and test (the source's own; it only reports).
 Fashion-MNIST is read straight from the gzip'd IDX files that `apt-get install dataset-fashion-mnist`
 puts under /usr/share/datasets/fashion-mnist, so nothing is ever downloaded at run time.
 """
@@ -34,7 +37,8 @@ FASHION_MNIST_CLASSES = (
     "Bag",
     "Ankle boot",
 )
-SPLITS = ("train", "test")
+SPLITS = ("train", "test")                    # what a source provides
+STAGE_SPLITS = ("train", "validation", "test")    # what the data stage writes
 GREY_MODES = {"1", "L", "LA"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -241,3 +245,32 @@ def load_dataset(source: str, split: str, image_size: int, test_fraction: float,
     else:
         dataset = load_image_folder(Path(source), split, test_fraction, seed)
     return ImageSet(fit_to_size(dataset.images, image_size), dataset.labels, dataset.class_names)
+
+
+def hold_out(dataset: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+    """(the rest, the held-out part): round(fraction x n_c) images of each class c, chosen by a generator seeded
+    with (seed, c), so the split is stratified, deterministic, and a class's split does not depend on the others.
+    Both parts keep the images' original order."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"data.validation_fraction must be strictly between 0 and 1; got {fraction}")
+    held = np.zeros(len(dataset), dtype=bool)
+    for label in np.unique(dataset.labels):
+        members = np.flatnonzero(dataset.labels == label)
+        count = int(round(len(members) * fraction))
+        if not 0 < count < len(members):
+            raise ValueError(f"class {dataset.class_names[label]!r} has {len(members)} train images: "
+                             f"data.validation_fraction {fraction} holds out {count} of them; every class needs at "
+                             "least one image on each side (add images or change the fraction)")
+        chosen = np.random.default_rng([seed, int(label)]).permutation(len(members))[:count]
+        held[members[chosen]] = True
+    part = lambda mask: ImageSet(dataset.images[mask], dataset.labels[mask], dataset.class_names)
+    return part(~held), part(held)
+
+
+def load_splits(source: str, image_size: int, test_fraction: float, validation_fraction: float,
+                seed: int) -> dict[str, ImageSet]:
+    """The data stage's three splits: train and validation from the source's train split, and its test split."""
+    train, validation = hold_out(load_dataset(source, "train", image_size, test_fraction, seed), validation_fraction,
+                                 seed)
+    return {"train": train, "validation": validation,
+            "test": load_dataset(source, "test", image_size, test_fraction, seed)}

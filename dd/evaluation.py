@@ -22,7 +22,7 @@ from PIL import Image
 from rich.progress import Progress, TextColumn
 from torch import nn
 
-from dd.checkpoint import atomic_destination
+from dd.checkpoint import atomic_destination, load_json, load_state_dict
 from dd.config import ClassifierConfig
 
 POOLED_SIZE = 4  # the classifier's last feature map is average-pooled to POOLED_SIZE x POOLED_SIZE
@@ -37,7 +37,10 @@ class LabelledImages(Protocol):
 
 @dataclass(frozen=True)
 class ImageMetrics:
-    """How good a batch of generated images is; FID to the teacher is None when there is no teacher."""
+    """How good a batch of generated images is; FID to the teacher is None when there is no teacher.
+
+    fid, precision and recall are against the reference split (the test split: reported); validation_fid is
+    against the validation split, the one settings are chosen on (None when not measured)."""
 
     fid: float
     fid_to_teacher: float | None
@@ -45,6 +48,7 @@ class ImageMetrics:
     recall: float
     class_accuracy: float
     num_samples: int
+    validation_fid: float | None = None
 
 
 def to_unit_tensor(images: np.ndarray) -> torch.Tensor:
@@ -89,6 +93,14 @@ class FeatureClassifier(nn.Module):
         """float (B, C, H, W) in [0, 1] -> (features (B, feature_dim), logits (B, num_classes))."""
         features = self.features(self.body(images))
         return features, self.head(features)
+
+
+def load_classifier(folder: str | Path) -> FeatureClassifier:
+    """The classifier stage's result (model.pt and model.json in `folder`), frozen."""
+    meta = load_json(Path(folder) / "model.json")
+    classifier = FeatureClassifier(meta["in_channels"], meta["num_classes"], ClassifierConfig(**meta["config"]))
+    classifier.load_state_dict(load_state_dict(Path(folder) / "model.pt"), strict=True)
+    return classifier.eval().requires_grad_(False)
 
 
 def train_classifier(
@@ -165,8 +177,8 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     if not varying.any():
         return 0.0
     features_a, features_b = features_a[:, varying], features_b[:, varying]
-    # Imported here, not at the top: clean-fid pulls in torchvision (~5 s), and every pipeline stage imports
-    # this module through dd.artifacts while only the evaluation computes a distance.
+    # Imported here, not at the top: clean-fid pulls in torchvision (~5 s), and the classifier stage and the
+    # scripts import this module where only the evaluation computes a distance.
     from cleanfid.fid import frechet_distance as clean_fid_frechet_distance
 
     return float(
@@ -236,12 +248,14 @@ def image_metrics(
     real_features: np.ndarray,
     teacher_features: np.ndarray | None,
     k: int = 3,
+    validation_features: np.ndarray | None = None,
 ) -> ImageMetrics:
-    """All metrics of generated `images` (conditioned on `labels`) against real and teacher features;
-    k is the neighbourhood size of precision/recall."""
+    """All metrics of generated `images` (conditioned on `labels`) against real (reported), teacher and
+    validation features; k is the neighbourhood size of precision/recall."""
     features, predicted = predict(classifier, images)
     precision, recall = precision_recall(real_features, features, k=k)
     return ImageMetrics(
+        validation_fid=None if validation_features is None else frechet_distance(validation_features, features),
         fid=frechet_distance(real_features, features),
         fid_to_teacher=None if teacher_features is None else frechet_distance(teacher_features, features),
         precision=precision,

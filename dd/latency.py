@@ -12,7 +12,8 @@ from typing import Callable
 
 import torch
 
-from dd.sampling import Sampler, balanced_labels, per_sample_noise
+from dd.sampling import Sampler
+from dd.seeding import balanced_labels, per_sample_noise
 
 
 def _synchronize(device: torch.device) -> None:

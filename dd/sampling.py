@@ -1,14 +1,15 @@
 """Samplers: pure functions from (labels, noise) to tokens, one per method, in a registry.
 
 Every method draws its randomness from one per-sample Gaussian noise tensor (B, L, d), made by
-`per_sample_noise` from (seed, sample index) alone, so sample i is the same image whatever the batch size or
-the number of processes. Methods that need a uniform draw per token (the teacher's multinomial, the onestep
-baseline) take it from the noise's first channel through the normal CDF, u = Phi(noise[..., 0]).
+`per_sample_noise` (dd/seeding.py) from (seed, sample index) alone, so sample i is the same image whatever the
+batch size or the number of processes. Methods that need a uniform draw per token (the teacher's multinomial,
+the onestep baseline) take it from the noise's first channel through the normal CDF, u = Phi(noise[..., 0]).
 
 Methods (method.md section 6):
   teacher   the teacher's KV-cached AR sampling with its recipe (inverse-CDF draw of each token)
-  dd        the DD student: 1 step on pure noise; 2 steps re-runs it at t2 on (first t2 tokens, same noise);
-            hybrid: the teacher remakes the last tokens before t2 between the two
+  dd        the DD student (its sampler lives with it: dd/student.py sample_dd, dd/var_student.py sample_var_dd):
+            1 step on pure noise; 2 steps re-runs it at t2 on (first t2 tokens, same noise); hybrid: the
+            teacher remakes the last tokens before t2 between the two
   onestep   every token drawn independently from its per-position, per-class marginal (no model trained)
   skip      the teacher generates all but the last `skip_tokens` tokens; those are drawn like onestep,
             from the per-position marginals, i.e. in one parallel step instead of skip_tokens AR steps
@@ -19,16 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 from torch import Tensor
 
 from dd.config import RecipeConfig
-from dd.progress import progress_bar
-from dd.seeding import indexed_generator
 from dd.models.llamagen import GPT
-from dd.student import student_inputs
+from dd.progress import progress_bar
+from dd.seeding import class_labels, inverse_cdf, per_sample_noise, token_uniforms
 from dd.teachers import generate
 
 # sampler(labels (B,), noise (B, L, d)) -> tokens (B, L)
@@ -37,40 +37,6 @@ Sampler = Callable[[Tensor, Tensor], Tensor]
 # teacher(labels (B,), noise (B, L, d), stop, given (B, n) or None) -> tokens (B, L_stop): the teacher's own
 # sampler up to timestep `stop` (tokens; scales for a next-scale teacher), its first n tokens given (hybrid DD)
 TeacherContinuation = Callable[[Tensor, Tensor, int, Tensor | None], Tensor]
-
-
-def per_sample_noise(seed: int, indices: Iterable[int], num_tokens: int, code_dim: int) -> Tensor:
-    """N(0, I) noise (B, L, d), row b drawn from its own generator seeded by (seed, indices[b])."""
-    return torch.stack([torch.randn(num_tokens, code_dim, generator=indexed_generator(seed, int(index)))
-                        for index in indices])
-
-
-def balanced_labels(indices: Iterable[int], num_classes: int) -> Tensor:
-    """Sample i gets class i % num_classes: every class equally often, as in the balanced test split."""
-    return torch.tensor([int(i) % num_classes for i in indices], dtype=torch.long)
-
-
-def uniform_labels(seed: int, indices: Iterable[int], num_classes: int) -> Tensor:
-    """Sample i gets a uniformly random class from its own generator (the paper's 50k protocol), a stream apart
-    from the one its noise comes from, so the two are independent."""
-    return torch.tensor([int(torch.randint(num_classes, (1,), generator=indexed_generator(seed, int(i), stream=1)))
-                         for i in indices], dtype=torch.long)
-
-
-def class_labels(mode: str, seed: int, indices: Iterable[int], num_classes: int) -> Tensor:
-    """sample.labels: "balanced" or "uniform"."""
-    return balanced_labels(indices, num_classes) if mode == "balanced" else uniform_labels(seed, indices, num_classes)
-
-
-def inverse_cdf(probs: Tensor, uniform: Tensor) -> Tensor:
-    """Draw from each row of probs (..., V) with its uniform (...): the first token whose CDF reaches u."""
-    cdf = probs.cumsum(-1)
-    return torch.searchsorted(cdf, (uniform * cdf[..., -1]).unsqueeze(-1).contiguous()).squeeze(-1)
-
-
-def token_uniforms(noise: Tensor) -> Tensor:
-    """One uniform per token from the noise's first channel: (B, L, d) -> (B, L)."""
-    return torch.special.ndtr(noise[..., 0])
 
 
 @dataclass(frozen=True)
@@ -161,38 +127,3 @@ def complete_skip(marginals: TokenMarginals, skip_tokens: int, teacher_tokens: T
     kept = noise.shape[1] - skip_tokens
     rest = sample_onestep(marginals.positions_from(kept), labels, noise[:, kept:])
     return torch.cat([teacher_tokens[:, :kept], rest], dim=1)
-
-
-@torch.inference_mode()
-def sample_dd(student, codebook: Tensor, steps: int, intermediate: int, labels: Tensor, noise: Tensor,
-              teacher: TeacherContinuation | None = None, teacher_steps: int = 0) -> Tensor:
-    """DD sampling (method.md section 6): one student call on pure noise, optionally a second at t2.
-
-    Hybrid (teacher_steps > 0, 2 steps; the paper's pre-trained-n-m with m = t2, n = t2 - teacher_steps): before
-    the second call the teacher's own sampler remakes tokens n..t2-1 from the first call's first n. With n = 0
-    the teacher makes all of them, and the first call, whose tokens would all be replaced, is skipped.
-    """
-    check_dd_steps(steps, intermediate, noise.shape[1], teacher, teacher_steps)
-    kept = intermediate - teacher_steps
-    tokens = (student.predict(labels, noise, timestep=0) if steps == 1 or kept                       # (B, L)
-              else torch.zeros_like(noise[..., 0], dtype=torch.long))
-    if steps == 2:
-        if teacher_steps:
-            tokens = torch.cat([teacher(labels, noise, intermediate, tokens[:, :kept] if kept else None),
-                                tokens[:, intermediate:]], dim=1)
-        inputs = student_inputs(tokens, noise, codebook, intermediate)     # first t2 tokens as codes, rest noise
-        tokens = torch.cat([tokens[:, :intermediate],
-                            student.predict(labels, inputs, timestep=intermediate)[:, intermediate:]], dim=1)
-    return tokens
-
-
-def check_dd_steps(steps: int, intermediate: int, last_timestep: int, teacher: TeacherContinuation | None,
-                   teacher_steps: int) -> None:
-    """DD sampling's settings, in timesteps (tokens or scales): a clear error instead of wrong samples."""
-    if steps not in (1, 2):
-        raise ValueError(f"DD samples in 1 or 2 student steps, not {steps}")
-    if steps == 2 and not 0 < intermediate < last_timestep:
-        raise ValueError(f"the second step starts at timestep {intermediate}, outside 1..{last_timestep - 1}")
-    if teacher_steps and (steps != 2 or teacher is None or not 0 < teacher_steps <= intermediate):
-        raise ValueError(f"hybrid sampling needs 2 steps, a teacher and 0 < teacher_steps <= {intermediate} "
-                         f"(got steps={steps}, teacher_steps={teacher_steps})")

@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from dd.checkpoint import with_weights
 from dd.models.llamagen import GPT
+from dd.sampling import TeacherContinuation
 
 
 def data_mask(num_tokens: int, timestep: int | Tensor, device) -> Tensor:
@@ -144,3 +145,42 @@ def student_loss(student: DDStudent, labels: Tensor, noise: Tensor, tokens: Tens
     else:
         per_token = -(targets[tokens] * logits.float().log_softmax(-1)).sum(-1)                 # (B, L)
     return (per_token * is_noise).sum() / is_noise.sum()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sampling
+# ---------------------------------------------------------------------------------------------------------
+
+@torch.inference_mode()
+def sample_dd(student, codebook: Tensor, steps: int, intermediate: int, labels: Tensor, noise: Tensor,
+              teacher: TeacherContinuation | None = None, teacher_steps: int = 0) -> Tensor:
+    """DD sampling (method.md section 6): one student call on pure noise, optionally a second at t2.
+
+    Hybrid (teacher_steps > 0, 2 steps; the paper's pre-trained-n-m with m = t2, n = t2 - teacher_steps): before
+    the second call the teacher's own sampler remakes tokens n..t2-1 from the first call's first n. With n = 0
+    the teacher makes all of them, and the first call, whose tokens would all be replaced, is skipped.
+    """
+    check_dd_steps(steps, intermediate, noise.shape[1], teacher, teacher_steps)
+    kept = intermediate - teacher_steps
+    tokens = (student.predict(labels, noise, timestep=0) if steps == 1 or kept                       # (B, L)
+              else torch.zeros_like(noise[..., 0], dtype=torch.long))
+    if steps == 2:
+        if teacher_steps:
+            tokens = torch.cat([teacher(labels, noise, intermediate, tokens[:, :kept] if kept else None),
+                                tokens[:, intermediate:]], dim=1)
+        inputs = student_inputs(tokens, noise, codebook, intermediate)     # first t2 tokens as codes, rest noise
+        tokens = torch.cat([tokens[:, :intermediate],
+                            student.predict(labels, inputs, timestep=intermediate)[:, intermediate:]], dim=1)
+    return tokens
+
+
+def check_dd_steps(steps: int, intermediate: int, last_timestep: int, teacher: TeacherContinuation | None,
+                   teacher_steps: int) -> None:
+    """DD sampling's settings, in timesteps (tokens or scales): a clear error instead of wrong samples."""
+    if steps not in (1, 2):
+        raise ValueError(f"DD samples in 1 or 2 student steps, not {steps}")
+    if steps == 2 and not 0 < intermediate < last_timestep:
+        raise ValueError(f"the second step starts at timestep {intermediate}, outside 1..{last_timestep - 1}")
+    if teacher_steps and (steps != 2 or teacher is None or not 0 < teacher_steps <= intermediate):
+        raise ValueError(f"hybrid sampling needs 2 steps, a teacher and 0 < teacher_steps <= {intermediate} "
+                         f"(got steps={steps}, teacher_steps={teacher_steps})")

@@ -60,20 +60,37 @@ def load_teacher(folder: str | Path) -> GPT | VAR:
     return model.eval().requires_grad_(False)
 
 
+def guided(recipe: RecipeConfig) -> bool:
+    """LlamaGen's rule (its generate.py): classifier-free guidance only for cfg_scale > 1; at or below 1 the
+    conditional model alone, and no null-class rows are run."""
+    return recipe.cfg_scale > 1.0
+
+
 def apply_recipe(logits: Tensor, recipe: RecipeConfig) -> Tensor:
-    """Teacher logits -> the categorical it samples from: CFG, temperature, top-k, top-p (LlamaGen's order).
+    """Teacher logits -> the categorical it samples from: CFG, then `sampling_probs` (LlamaGen's order).
 
     logits: (2B, V) with the conditional rows first and the unconditional (null class) rows second when
-    recipe.cfg_scale != 1, else (B, V). Returns probs (B, V) float32; removed tokens get probability 0.
+    guided(recipe), else (B, V). Returns probs (B, V) float32; removed tokens get probability 0.
     """
     logits = logits.float()
-    if recipe.cfg_scale != 1.0:
+    if guided(recipe):
         conditional, unconditional = logits.chunk(2)
         logits = unconditional + recipe.cfg_scale * (conditional - unconditional)
-    logits = logits / recipe.temperature
+    return sampling_probs(logits, recipe)
+
+
+def sampling_probs(logits: Tensor, recipe: RecipeConfig) -> Tensor:
+    """Guided logits (N, V) -> probs (N, V) float32 after temperature, top-k and top-p (guidance is the family's).
+
+    Top-k keeps exactly top_k codes per row: at a tie on the boundary, the ones torch.topk returns. The published
+    samplers keep every code tied with the k-th (logits < k-th largest are removed), which can leave more than k;
+    exactly k makes the support the set the flow map solves over (dd/flow.py takes the top_k most probable
+    codes), so its solve over the support and over the whole codebook agree. Without ties the two rules agree.
+    """
+    logits = logits.float() / recipe.temperature
     if 0 < recipe.top_k < logits.shape[-1]:
-        kth_largest = logits.topk(recipe.top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth_largest, float("-inf"))
+        kept = logits.topk(recipe.top_k, dim=-1).indices                                  # (N, k)
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, kept, logits.gather(-1, kept))
     if recipe.top_p < 1.0:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         sorted_probs = sorted_logits.softmax(-1)
@@ -94,7 +111,7 @@ def generate(model: GPT, labels: Tensor, recipe: RecipeConfig, choose: Chooser, 
     config = model.config
     num_tokens = config.num_image_tokens if num_tokens is None else num_tokens
     device = labels.device
-    use_cfg = recipe.cfg_scale != 1.0
+    use_cfg = guided(recipe)
     rows = torch.cat([labels, torch.full_like(labels, config.num_classes)]) if use_cfg else labels   # (2B,) or (B,)
     dtype = next(model.parameters()).dtype
     cache = KVCache.allocate(config, len(rows), dtype, device)

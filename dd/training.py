@@ -5,8 +5,9 @@ Progress is counted in steps of `batch_size` examples drawn with replacement by 
 an uninterrupted one would, and under torchrun each rank takes its slice of the same global batch.
 
 Resuming: rerun the same command. Every `checkpoint_every` steps the loop writes checkpoint.pt (model, EMA,
-optimizer, step, and a fingerprint of the params that produced it) atomically into its run folder; a later
-run with the same fingerprint continues from it, and one with other params starts afresh and says so.
+optimizer, step, and the record of the params and code that produced it, dd/provenance.py) atomically into its
+run folder; a later run with the same record continues from it, and one with other params or other code (or a
+damaged checkpoint) starts afresh and says why.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 from dd.checkpoint import atomic_write, save_torch
 from dd.config import TrainConfig
 from dd.progress import progress_bar
+from dd.provenance import changes
 from dd.seeding import indexed_generator
 
 # loss_fn(model, example_indices (b,), generator) -> scalar loss; the generator drives any other per-step
@@ -61,8 +63,9 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 def train(model: nn.Module, loss_fn: LossFn, num_examples: int, config: TrainConfig, run_dir: Path,
-          log_path: Path, fingerprint: str, description: str = "train", progress: bool = True) -> nn.Module:
-    """Train `model` in place; returns its EMA copy (what the stage saves)."""
+          log_path: Path, provenance: dict, description: str = "train", progress: bool = True) -> nn.Module:
+    """Train `model` in place; returns its EMA copy (what the stage saves). `provenance` records what makes this
+    run (dd.provenance.record): a checkpoint is resumed only if it was written under the same record."""
     run_dir, log_path = Path(run_dir), Path(log_path)
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     device = next(model.parameters()).device
@@ -72,7 +75,7 @@ def train(model: nn.Module, loss_fn: LossFn, num_examples: int, config: TrainCon
     optimizer = torch.optim.AdamW([{"params": decay_params, "weight_decay": config.weight_decay},
                                    {"params": other_params, "weight_decay": 0.0}], lr=config.learning_rate,
                                   betas=(0.9, 0.95))
-    step, log_rows = _resume(run_dir / "checkpoint.pt", log_path, fingerprint, model, ema, optimizer)
+    step, log_rows = _resume(run_dir / "checkpoint.pt", log_path, provenance, model, ema, optimizer)
     if config.compile and step < config.train_steps:
         model.compile()     # in place: the parameters and state-dict keys stay the model's own
     trained = nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
@@ -114,17 +117,22 @@ def train(model: nn.Module, loss_fn: LossFn, num_examples: int, config: TrainCon
                 _write_log(log_path, log_rows)
                 save_torch(run_dir / "checkpoint.pt", {"model": model.state_dict(), "ema": ema.state_dict(),
                                                        "optimizer": optimizer.state_dict(), "step": step,
-                                                       "fingerprint": fingerprint})
+                                                       "provenance": provenance})
             advance(1, loss=loss.item())
     return ema
 
 
-def _resume(path: Path, log_path: Path, fingerprint: str, model, ema, optimizer) -> tuple[int, list[dict]]:
+def _resume(path: Path, log_path: Path, provenance: dict, model, ema, optimizer) -> tuple[int, list[dict]]:
     if not path.exists():
         return 0, []
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("fingerprint") != fingerprint:
-        print(f"{path} was written with other params; starting this training afresh")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:          # written atomically, so only damage after the fact gets here
+        print(f"{path} cannot be read ({type(error).__name__}: {error}); starting this training afresh")
+        return 0, []
+    reason = changes(state.get("provenance"), provenance)
+    if reason:
+        print(f"{path} {reason}; starting this training afresh")
         return 0, []
     if _shapes(state["model"]) != _shapes(model.state_dict()):   # the code changed the model since
         print(f"{path} holds another model's weights (names or shapes differ); starting this training afresh")

@@ -50,8 +50,8 @@ from torch import Tensor, nn
 from dd.checkpoint import with_weights
 from dd.models.attention import visibility_bias
 from dd.models.var import VAR, AdaLNSelfAttn, VARConfig, layer_norm
-from dd.sampling import TeacherContinuation, check_dd_steps
-from dd.student import NoiseLogits
+from dd.sampling import TeacherContinuation
+from dd.student import NoiseLogits, check_dd_steps
 
 
 def token_scales(config: VARConfig, device) -> Tensor:
@@ -229,7 +229,7 @@ def sample_var_dd(student: VARStudent, codebook: Tensor, steps: int, intermediat
 
     1 step: argmax at t = 0 on pure noise. 2 steps: keep the first `intermediate_scales` scales of the 1-step
     output as data, the same noise elsewhere, run the student at t = intermediate_scales and take its tokens for
-    the later scales. Hybrid (teacher_steps > 0) as dd.sampling.sample_dd, in scales: the teacher remakes
+    the later scales. Hybrid (teacher_steps > 0) as dd.student.sample_dd, in scales: the teacher remakes
     scales m - teacher_steps..m-1 (m = intermediate_scales) before the second call. Only the Python ints select
     the work; nothing synchronises with the device and every shape is static.
     """

@@ -17,7 +17,6 @@ Dimensions: B batch, P tokens of one scale, V codebook size, E code dim, K scale
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable
 
 import torch
@@ -26,8 +25,8 @@ from torch import Tensor
 from dd.config import RecipeConfig
 from dd.models.var import VAR, VARKVCache, cfg_ramp
 from dd.models.var_vqvae import MultiScaleVQVAE
-from dd.sampling import inverse_cdf, token_uniforms
-from dd.teachers import apply_recipe
+from dd.seeding import inverse_cdf, token_uniforms
+from dd.teachers import sampling_probs
 
 # choose(probs (B*P, V), scale_index) -> tokens (B*P,)
 ScaleChooser = Callable[[Tensor, int], Tensor]
@@ -37,7 +36,7 @@ SKIP_SCALES = (1, 2)
 
 
 def guided_by(recipe: RecipeConfig) -> bool:
-    """Whether VAR's recipe guides at all: t_k = 0 at every scale only for cfg 0."""
+    """Whether VAR's recipe guides at all: t_k = 0 at every scale only for cfg 0 (recipe.cfg_scale >= 0)."""
     return recipe.cfg_scale != 0.0
 
 
@@ -52,7 +51,7 @@ def guided_probs(logits: Tensor, recipe: RecipeConfig, scale_index: int, num_sca
         conditional, unconditional = logits.float().chunk(2)
         t = cfg_ramp(recipe.cfg_scale, scale_index, num_scales)
         guided = unconditional + (1.0 + t) * (conditional - unconditional)          # (B, P, V)
-    return apply_recipe(guided.flatten(0, 1), dataclasses.replace(recipe, cfg_scale=1.0))
+    return sampling_probs(guided.flatten(0, 1), recipe)
 
 
 def generate_var(model: VAR, vqvae: MultiScaleVQVAE, labels: Tensor, recipe: RecipeConfig,

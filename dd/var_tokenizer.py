@@ -76,7 +76,7 @@ def vqvae_loss(model: MultiScaleVQVAE, images: Tensor, beta: float) -> Tensor:
 
 
 def train_vqvae(config: VQVAEConfig, images: Tensor, train_config: TrainConfig, commitment: float, seed: int,
-                run_dir: Path, log_path: Path, fingerprint: str, description: str = "vqvae", progress: bool = True,
+                run_dir: Path, log_path: Path, provenance: dict, description: str = "vqvae", progress: bool = True,
                 device: torch.device | str = "cpu") -> MultiScaleVQVAE:
     """A MultiScaleVQVAE trained on uint8 images (N, H, W, C) with vqvae_loss: its weights drawn from `seed`, its
     codes seeded from the latents of 64 images drawn with `seed`, then the training loop (resumable in run_dir;
@@ -87,7 +87,7 @@ def train_vqvae(config: VQVAEConfig, images: Tensor, train_config: TrainConfig, 
     generator = torch.Generator().manual_seed(seed)
     initialise_codebook(model, images[torch.randperm(len(images), generator=generator)[:64]], generator)
     return train(model, lambda model, indices, generator: vqvae_loss(model, images[indices], commitment),
-                 len(images), train_config, run_dir, log_path, fingerprint, description, progress)
+                 len(images), train_config, run_dir, log_path, provenance, description, progress)
 
 
 class MultiScaleTokenizer:

@@ -4,23 +4,27 @@ Writes metrics/<teacher>/eval.json ({method: {...}, "protocol": {...}}), one PNG
 a FID-vs-latency plot. params `evaluate.extractor` picks the features every number is measured in:
 
 - "classifier" (the embedded default): the pipeline's own classifier (stage `classifier`), against the held-out
-  test split. Offline, and meaningful for 32 px greyscale data; comparable only with numbers in the same features.
+  test split (`fid`, precision, recall: the reported figures) and the validation split (`validation_fid`: the one
+  settings are chosen on). Offline, and meaningful for 32 px greyscale data; comparable only with numbers in the
+  same features.
 - "inception" (published 256 px ImageNet teachers): clean-fid's Inception (dd/inception.py), against the
   reference named in `evaluate.reference`; adds Inception Score. Comparable with published FIDs only as far as
   the reference and the extractor are the same, so every row records both, and its sample count.
 
-fid_to_teacher is measured against teacher_reference, a second set of teacher samples, so the teacher row's own
-value is a real distance between two draws rather than zero.
+fid_to_teacher is measured against teacher_reference, a second set of teacher samples of its own seed
+(pipeline/sample.py), so the teacher row's own value is a real distance between two draws rather than zero, and
+no method, DD included, is measured against samples it shares noise with or was trained on.
 """
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
 from dd import inception
-from dd.artifacts import Layout, compute_device, load_classifier, load_images, load_samples
+from dd.artifacts import compute_device
 from dd.checkpoint import load_json, save_json
 from dd.config import Config
-from dd.evaluation import image_metrics, plot_fid_vs_latency, precision_recall, predict, save_grid
+from dd.evaluation import image_metrics, load_classifier, plot_fid_vs_latency, precision_recall, predict, save_grid
+from dd.layout import Layout, load_images, load_samples
 from dd.teachers import family, preset_config
 from dd.var_teacher import SKIP_SCALES
 
@@ -28,22 +32,25 @@ from dd.var_teacher import SKIP_SCALES
 Measure = Callable[[dict], dict]
 
 
-def classifier_measure(config: Config, layout: Layout) -> tuple[Measure, dict]:
-    classifier = load_classifier(layout)
-    test = load_images(layout, "test")
-    real_features, _ = predict(classifier, test.images)
-    teacher_features, _ = predict(classifier, load_samples(layout.samples_dir / "teacher_reference.npz")["images"])
+def classifier_measure(config: Config, layout: Layout, teacher_reference: dict) -> tuple[Measure, dict]:
+    classifier = load_classifier(layout.classifier_dir)
+    test, validation = load_images(layout, "test"), load_images(layout, "validation")
+    real_features, validation_features = predict(classifier, test.images)[0], predict(classifier, validation.images)[0]
+    teacher_features, _ = predict(classifier, teacher_reference["images"])
 
     def measure(samples: dict) -> dict:
         return dataclasses.asdict(image_metrics(classifier, samples["images"], samples["labels"], real_features,
-                                                teacher_features, k=config.evaluate.precision_recall_k))
+                                                teacher_features, k=config.evaluate.precision_recall_k,
+                                                validation_features=validation_features))
 
     protocol = {"feature_extractor": f"dd classifier ({config.classifier.feature_dim}-d features)",
-                "reference": f"{config.data.source} test split ({len(test)} images)"}
+                "reference": f"{config.data.source} test split ({len(test)} images)",
+                "validation_reference": f"{config.data.source} validation split ({len(validation)} images, held out "
+                                        "of the train split): validation_fid, the figure settings are chosen on"}
     return measure, protocol
 
 
-def inception_measure(config: Config, layout: Layout) -> tuple[Measure, dict]:
+def inception_measure(config: Config, layout: Layout, teacher_reference: dict) -> tuple[Measure, dict]:
     reference_path = config.evaluate.reference
     if not reference_path or not Path(reference_path).exists():
         raise FileNotFoundError(
@@ -55,8 +62,7 @@ def inception_measure(config: Config, layout: Layout) -> tuple[Measure, dict]:
     model = inception.load_inception(config.evaluate.inception_weights or None, device)
     # Once for all methods: a folder of 50k reference images is minutes of Inception even on a GPU.
     reference = inception.load_reference(reference_path, model, device)
-    teacher_features, _ = inception.inception_outputs(
-        model, load_samples(layout.samples_dir / "teacher_reference.npz")["images"], device=device)
+    teacher_features, _ = inception.inception_outputs(model, teacher_reference["images"], device=device)
     teacher_statistics = inception.statistics(teacher_features)
 
     def measure(samples: dict) -> dict:
@@ -65,7 +71,7 @@ def inception_measure(config: Config, layout: Layout) -> tuple[Measure, dict]:
         precision, recall = (None, None) if reference.features is None else \
             precision_recall(reference.features, features, k=config.evaluate.precision_recall_k)
         score, score_std = inception.inception_score(probabilities)
-        return {"fid": inception.frechet_distance(own, reference.statistics),
+        return {"fid": inception.frechet_distance(own, reference.statistics), "validation_fid": None,
                 "fid_to_teacher": inception.frechet_distance(own, teacher_statistics),
                 "precision": precision, "recall": recall, "class_accuracy": None,
                 "inception_score": score, "inception_score_std": score_std, "num_samples": len(features),
@@ -79,6 +85,7 @@ def inception_measure(config: Config, layout: Layout) -> tuple[Measure, dict]:
                              if reference.features is None else
                              f"k = {config.evaluate.precision_recall_k} nearest neighbours in Inception features"),
         "class_accuracy": "null: Inception's 1008 TensorFlow classes are not the teacher's label order",
+        "validation_reference": "null: a published teacher's reference statistics have no validation split",
     }
     return measure, protocol
 
@@ -103,12 +110,14 @@ def _next_scale_steps(config: Config, layout: Layout) -> dict:
 STEPS = {"llamagen": _raster_steps, "var": _next_scale_steps}
 # What the progress line shows, where a row has it (null under Inception: class accuracy, and precision/recall
 # against an .npz reference).
-PRINTED = (("FID", "fid", "7.2f"), ("to teacher", "fid_to_teacher", "7.2f"), ("IS", "inception_score", "6.2f"),
+PRINTED = (("FID", "fid", "7.2f"), ("validation", "validation_fid", "7.2f"), ("to teacher", "fid_to_teacher", "7.2f"),
+           ("IS", "inception_score", "6.2f"),
            ("precision", "precision", ".3f"), ("recall", "recall", ".3f"), ("accuracy", "class_accuracy", ".3f"))
 
 
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
-    measure, protocol = EXTRACTORS[config.evaluate.extractor](config, layout)
+    reference = load_samples(layout.samples_dir / "teacher_reference.npz")
+    measure, protocol = EXTRACTORS[config.evaluate.extractor](config, layout, reference)
     timings = load_json(layout.metrics_dir / "latency.json")
     latency = timings[f"batch_{config.evaluate.latency_batch_size}"]
     steps = STEPS[family(layout.teacher)](config, layout)
@@ -133,7 +142,11 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
         # headline skip baseline, skip-1, repeated under that name and marked, so `dd report` prints it once.
         table["skip"] = {**table["skip-1"], "same_as": "skip-1"}
     table["protocol"] = {**protocol,
-                         "fid_to_teacher_reference": "teacher samples through the flow map (the first N pairs), independent of the teacher row",
+                         "fid_to_teacher_reference": f"{len(reference['labels'])} teacher samples of their own seed "
+                                                     f"(sample.reference_seed {config.sample.reference_seed}): no "
+                                                     "method's samples share their noise and no student trained on them",
+                         "teacher_reference": {"num_samples": len(reference["labels"]), "sampler": "teacher",
+                                               "seed": config.sample.reference_seed},
                          "latency_batch_size": config.evaluate.latency_batch_size}
     save_json(layout.metrics_dir / "eval.json", table)
     fid = "Inception FID" if config.evaluate.extractor == "inception" else "FID"

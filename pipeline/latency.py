@@ -1,10 +1,11 @@
 """Stage `latency`: seconds per image of every method at each benchmark batch size, in one run."""
 import torch
 
-from dd.artifacts import Layout, compute_device, load_tokenizer, teacher_classes
+from dd.artifacts import compute_device, load_tokenizer, teacher_classes
 from dd.checkpoint import save_json
 from dd.config import Config
 from dd.latency import time_methods
+from dd.layout import Layout
 from dd.pairs import read_pairs
 from pipeline.sample import baseline_samplers
 from pipeline.sample_dd import dd_sampler

@@ -4,9 +4,9 @@ data/<teacher>/params/<stage>.json holds the resolved values of STAGE_PARAMS[sta
 stage depends on this file in dvc.yaml. So `dvc exp run -S '++overrides.var-tiny.student.train.train_steps=9000'`
 reruns var-tiny's student and what reads its output, not its tokenizer, teacher, pairs or teacher samples.
 """
-from dd.artifacts import Layout
 from dd.checkpoint import save_json
 from dd.config import STAGE_PARAMS, Config, stage_params
+from dd.layout import Layout
 
 
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:

@@ -1,5 +1,9 @@
 """Stage `sample`: images from the teacher, a second teacher set, the baselines and the tokenizer floor.
 
+The second teacher set, teacher_reference, is what fid_to_teacher measures every method against: the teacher's
+own sampler with its own seed (sample.reference_seed), so it shares no noise with any method's samples nor with
+the pairs the student trained on (a reference made of training pairs would reward a student for memorising them).
+
 The DD student samples in its own stage (sample_dd), so changing student.steps reruns only that, the
 latency benchmark and the evaluation.
 
@@ -13,13 +17,15 @@ import functools
 import numpy as np
 import torch
 
-from dd.artifacts import Layout, compute_device, load_frozen_teacher, load_images, load_tokenizer, teacher_classes
+from dd.artifacts import compute_device, load_frozen_teacher, load_tokenizer, teacher_classes
 from dd.checkpoint import atomic_destination
 from dd.config import Config, RecipeConfig
+from dd.layout import Layout, load_images
 from dd.models.var import VAR
 from dd.pairs import read_pairs
-from dd.sampling import (TeacherContinuation, TokenMarginals, complete_skip, per_sample_noise, run_sampler,
-                         sample_onestep, sample_skip, sample_teacher)
+from dd.sampling import (TeacherContinuation, TokenMarginals, complete_skip, run_sampler, sample_onestep, sample_skip,
+                         sample_teacher)
+from dd.seeding import per_sample_noise
 from dd.teachers import family
 from dd.var_teacher import SKIP_SCALES, sample_var_scales
 
@@ -106,12 +112,11 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     for method, (tokens, labels) in sampled.items():
         save_samples(layout.samples_dir / f"{method}.npz", tokens, labels, tokenizer.decode(tokens))
 
-    # teacher_reference, for fid_to_teacher: a second, independent set of teacher samples. The pairs' tokens
-    # are exactly that (the flow map keeps the teacher's law; other noise than the samples above), for free.
-    if len(pair_tokens) < count:
-        raise ValueError(f"pairs.num_pairs ({len(pair_tokens)}) must be at least sample.num_samples ({count})")
-    save_samples(layout.samples_dir / "teacher_reference.npz", pair_tokens[:count], pair_labels[:count],
-                 tokenizer.decode(pair_tokens[:count]))
+    # teacher_reference, for fid_to_teacher: a second teacher set of the same size and labels, of its own seed.
+    tokens, labels = run_sampler(samplers["teacher"], range(count), config.sample.reference_seed, num_tokens, code_dim,
+                                 num_classes, config.sample.batch_size, description="teacher reference",
+                                 progress=progress, device=device, labels_mode=config.sample.labels)
+    save_samples(layout.samples_dir / "teacher_reference.npz", tokens, labels, tokenizer.decode(tokens))
 
     # The floor: the tokenizer's reconstructions of the held-out test images. A published tokenizer's domain
     # (ImageNet, 256 px) is not the local data set's, so it has no such row.

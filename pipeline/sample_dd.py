@@ -2,16 +2,31 @@
 of the teacher's own between the two (hybrid sampling, method.md section 6)."""
 import functools
 
-from dd.artifacts import Layout, compute_device, load_frozen_teacher, load_student, load_tokenizer, teacher_classes
+from dd.artifacts import compute_device, load_frozen_teacher, load_tokenizer, teacher_classes
+from dd.checkpoint import load_state_dict, with_weights
 from dd.config import Config
-from dd.sampling import run_sampler, sample_dd
+from dd.layout import Layout
+from dd.models.var import VAR
+from dd.sampling import run_sampler
+from dd.student import DDStudent, sample_dd
 from dd.teachers import family
-from dd.var_student import sample_var_dd
+from dd.var_student import VARStudent, sample_var_dd
 from pipeline.sample import save_samples, teacher_continuation
 
 # Per family, with one signature: (student, codebook, steps, intermediate timestep, labels, noise, teacher,
 # teacher_steps) -> tokens; timesteps count tokens (raster) or scales (next scale).
 DD_SAMPLERS = {"llamagen": sample_dd, "var": sample_var_dd}
+
+
+def load_student(layout: Layout, teacher) -> DDStudent | VARStudent:
+    """The student stage's result, of the teacher's family, frozen, on the teacher's device."""
+    if isinstance(teacher, VAR):
+        build = lambda: VARStudent(teacher.config)
+    else:
+        code_dim = load_tokenizer(layout).codebook.shape[1]
+        build = lambda: DDStudent(teacher, code_dim)
+    student = with_weights(build, load_state_dict(layout.student_dir / "model.pt"))
+    return student.to(next(teacher.parameters()).device).eval().requires_grad_(False)
 
 
 def dd_sampler(config: Config, layout: Layout):

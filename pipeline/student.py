@@ -11,10 +11,12 @@ from dataclasses import dataclass
 import torch
 
 from dd import var_student
-from dd.artifacts import Layout, compute_device, load_frozen_teacher, load_tokenizer, teacher_weights
+from dd.artifacts import compute_device, load_frozen_teacher, load_tokenizer, teacher_weights
 from dd.checkpoint import file_sha256, save_json, save_weights
-from dd.config import Config, fingerprint
+from dd.config import Config
+from dd.layout import Layout
 from dd.pairs import MANIFEST, read_pairs
+from dd.provenance import record, stage_entry
 from dd.student import DDStudent, soft_targets, student_inputs, student_loss
 from dd.teachers import family
 from dd.training import train
@@ -67,10 +69,10 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
         batch = map(on_device, (labels[indices], noise[indices], tokens[indices], codebook, sample_timesteps))
         return parts.loss(model, *batch, targets)
 
-    run_fingerprint = fingerprint(config.student.timesteps, config.student.target_width, config.student.train,
-                                  file_sha256(layout.pairs_dir / MANIFEST), file_sha256(teacher_weights(layout)))
+    provenance = record(stage_entry("student"), config.student.timesteps, config.student.target_width,
+                        config.student.train, file_sha256(layout.pairs_dir / MANIFEST), file_sha256(teacher_weights(layout)))
     ema = train(student, loss_fn, len(tokens), config.student.train, layout.student_dir,
-                layout.metrics_dir / "student_log.jsonl", run_fingerprint, f"student {layout.teacher}", progress)
+                layout.metrics_dir / "student_log.jsonl", provenance, f"student {layout.teacher}", progress)
     # Measured on the first 1,000 training pairs: for llamagen-tiny 64,000 tokens at t = 0 (a standard error of
     # about 0.2%) and 32,000 at t = 32 (about 0.3%).
     probe = slice(0, 1000)

@@ -11,10 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dd.artifacts import Layout, load_images, load_tokenizer
-from dd.checkpoint import atomic_write, fetch_published, save_json, save_weights
-from dd.config import Config, fingerprint
+from dd.artifacts import load_tokenizer, tokenizer_weights
+from dd.checkpoint import atomic_write, fetch_published, file_sha256, save_json, save_weights
+from dd.config import Config
+from dd.layout import Layout, load_images
 from dd.presets import published
+from dd.provenance import record, stage_entry
 from dd.teachers import build_model, family
 from dd.training import train
 
@@ -69,7 +71,7 @@ def forcing_loss(forward: TeacherForcing, tokens: Tensor, labels: Tensor, null_c
 
 def train_here(config: Config, layout: Layout, progress: bool = True) -> dict:
     tokenizer = load_tokenizer(layout)
-    train_set, test_set = load_images(layout, "train"), load_images(layout, "test")
+    train_set, validation = load_images(layout, "train"), load_images(layout, "validation")
     tokens, labels = tokenizer.encode(train_set.images), torch.from_numpy(train_set.labels)
     torch.manual_seed(config.teacher.train.seed)           # the initial weights (train.seed also draws the batches)
     model = build_model(layout.teacher)
@@ -79,16 +81,18 @@ def train_here(config: Config, layout: Layout, progress: bool = True) -> dict:
                          f"the tokenizer makes {tokenizer.codebook_size} x {tokenizer.num_tokens}: match the "
                          "tokenizer's params (tokenizer.*, vqvae.preset) to the preset")
     loss_fn = forcing_loss(forward, tokens, labels, model.config.num_classes, config.teacher.class_dropout)
-    # The model's shape too: a checkpoint of another depth (a preset edited) must not be resumed into this one.
-    run_fingerprint = fingerprint(config.tokenizer, config.teacher, config.data, layout.teacher, model.config)
+    # A checkpoint is resumed only under the same params, model shape (a preset edited), tokens and code.
+    provenance = record(stage_entry("teacher"), config.tokenizer, config.teacher, config.data, layout.teacher,
+                        model.config, file_sha256(tokenizer_weights(layout)), file_sha256(layout.dataset_dir / "train.npz"))
     ema = train(model, loss_fn, len(tokens), config.teacher.train, layout.teacher_dir,
-                layout.metrics_dir / "teacher_log.jsonl", run_fingerprint, f"teacher {layout.teacher}", progress)
+                layout.metrics_dir / "teacher_log.jsonl", provenance, f"teacher {layout.teacher}", progress)
     # A subset: all 10,000 test images took 52 s of a 40-minute run; blocks of 2,000 gave 1.266-1.294 nats
-    # against 1.281 for all (llamagen-tiny), close enough to compare teachers.
+    # against 1.281 for all (llamagen-tiny), close enough to compare teachers. On validation: teachers are chosen.
     held_out = slice(0, config.teacher.nll_images or None)
-    test_tokens = tokenizer.encode(test_set.images[held_out])
-    metrics = {"test_nll_per_token": test_nll(forward, ema, test_tokens, torch.from_numpy(test_set.labels[held_out])),
-               "test_nll_images": len(test_tokens)}
+    nll_tokens = tokenizer.encode(validation.images[held_out])
+    metrics = {"validation_nll_per_token": heldout_nll(forward, ema, nll_tokens,
+                                                       torch.from_numpy(validation.labels[held_out])),
+               "validation_nll_images": len(nll_tokens)}
     save_weights(layout.teacher_dir / "model.pt", ema.state_dict(),
                  {"preset": layout.teacher, "config": dataclasses.asdict(model.config),
                   "train_steps": config.teacher.train.train_steps, **metrics})
@@ -97,7 +101,7 @@ def train_here(config: Config, layout: Layout, progress: bool = True) -> dict:
 
 
 @torch.inference_mode()
-def test_nll(forward: TeacherForcing, model, tokens, labels, batch_size: int = 500) -> float:
+def heldout_nll(forward: TeacherForcing, model, tokens, labels, batch_size: int = 500) -> float:
     """Mean negative log-likelihood per token (nats) of held-out tokens under the (conditional) teacher."""
     total = sum(F.cross_entropy(forward(model, labels[i:i + batch_size], tokens[i:i + batch_size]).flatten(0, 1),
                                 tokens[i:i + batch_size].flatten(), reduction="sum").item()

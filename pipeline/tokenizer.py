@@ -7,12 +7,14 @@ resume), for a next-scale teacher such as var-tiny.
 """
 import torch
 
-from dd.artifacts import Layout, compute_device, load_images
-from dd.checkpoint import fetch_published, save_json, save_torch, save_weights
-from dd.config import Config, fingerprint
+from dd.artifacts import compute_device
+from dd.checkpoint import fetch_published, file_sha256, save_json, save_torch, save_weights
+from dd.config import Config
+from dd.layout import Layout, load_images
 from dd.models.var_vqvae import PRESETS as VQVAE_PRESETS, VQVAEConfig
 from dd.presets import published
 from dd.progress import progress_bar
+from dd.provenance import record, stage_entry
 from dd.teachers import family, preset_config
 from dd.tokenizer import fit_tokenizer, tokenizer_metrics
 from dd.var_tokenizer import MultiScaleTokenizer, scale_usage, train_vqvae
@@ -58,11 +60,12 @@ def vqvae(config: Config, layout: Layout, progress: bool = True) -> dict:
     preset = config.vqvae.preset
     vqvae_config = _checked_vqvae_config(preset, layout.teacher, train_set.images.shape[1:])
     (layout.tokenizer_dir / SIDECAR).unlink(missing_ok=True)          # until the new weights are saved
-    # The preset's architecture too: a checkpoint of another shape (an edited preset) is not resumed.
-    run_fingerprint = fingerprint(config.vqvae, config.data, layout.teacher, vqvae_config)
+    # A checkpoint is resumed only under the same params, preset architecture, training images and code.
+    provenance = record(stage_entry("tokenizer"), config.vqvae, config.data, layout.teacher, vqvae_config,
+                        file_sha256(layout.dataset_dir / "train.npz"))
     trained = train_vqvae(vqvae_config, torch.from_numpy(train_set.images), config.vqvae.train,
                           config.vqvae.commitment, config.vqvae.seed, layout.tokenizer_dir,
-                          layout.tokenizer_dir / "train_log.jsonl", run_fingerprint, f"tokenizer {layout.teacher}",
+                          layout.tokenizer_dir / "train_log.jsonl", provenance, f"tokenizer {layout.teacher}",
                           progress, compute_device())
     tokenizer = MultiScaleTokenizer(trained)
     test_tokens = tokenizer.encode(test.images)

@@ -40,17 +40,21 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from dd.artifacts import Layout, compute_device, load_frozen_teacher, load_student, load_tokenizer, teacher_classes
+from dd.artifacts import compute_device, load_frozen_teacher, load_tokenizer, teacher_classes
 from dd.config import Config, load_config
 from dd.flow import flow_map
+from dd.layout import Layout, load_samples
 from dd.models.var import VAR
 from dd.pairs import read_pairs
-from dd.sampling import inverse_cdf, run_sampler, token_uniforms
+from dd.provenance import record
+from dd.sampling import run_sampler
+from dd.seeding import inverse_cdf, token_uniforms
 from dd.student import soft_targets
 from dd.training import train
 from dd.var_student import VARStudent, noise_position_loss, sample_var_dd, student_inputs, student_loss
 from flow_map_rule import teacher_forced_probs
 from pipeline.evaluate import classifier_measure
+from pipeline.sample_dd import load_student
 
 # decode(logits (B, L, V), noise (B, L, E)) -> tokens (B, L)
 Decode = Callable[[Tensor, Tensor], Tensor]
@@ -117,7 +121,7 @@ def train_student(target: str, train_steps: int, teacher: VAR, tokenizer, config
 
     train_config = dataclasses.replace(config.student.train, train_steps=train_steps)
     ema = train(student, loss_fn, len(tokens), train_config, run_dir, run_dir / "log.jsonl",
-                f"decoding_trial {target} {train_config}", f"student ({target})")
+                record(Path(__file__), target, train_config), f"student ({target})")
     return ema.eval().requires_grad_(False)
 
 
@@ -139,7 +143,8 @@ def main() -> None:
         raise SystemExit(f"{args.teacher} is not a next-scale (VAR) teacher: this trial is for var-tiny's student")
     codebook = tokenizer.codebook.to(device)
     decodes = {name: decoder(name, codebook, config) for name in args.decode or ["argmax", "flow"]}
-    measure, _ = classifier_measure(config, layout)        # the evaluate stage's metrics, in its classifier features
+    # the evaluate stage's metrics, in its classifier features (validation_fid: the figure to choose on)
+    measure, _ = classifier_measure(config, layout, load_samples(layout.samples_dir / "teacher_reference.npz"))
     intermediate = config.student.intermediate_timestep
     run_root = args.run_dir or Path(tempfile.mkdtemp(prefix="decoding_trial_"))
 

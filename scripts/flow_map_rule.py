@@ -23,12 +23,14 @@ import argparse
 
 import torch
 
-from dd.artifacts import Layout, load_frozen_teacher, load_student, load_tokenizer
+from dd.artifacts import load_frozen_teacher, load_tokenizer
 from dd.config import load_config
+from dd.layout import Layout
 from dd.models.var import VAR
 from dd.pairs import read_pairs
 from dd.teachers import generate
 from dd.var_teacher import generate_var
+from pipeline.sample_dd import load_student
 
 
 def teacher_forced_probs(teacher, vqvae, recipe, labels, tokens) -> torch.Tensor:

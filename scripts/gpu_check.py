@@ -41,10 +41,13 @@ from dd.config import FlowConfig, PairsConfig, RecipeConfig, TrainConfig, resolv
 from dd.models.llamagen import GPT, PRESETS
 from dd.models.var import VAR, PRESETS as VAR_PRESETS
 from dd.models.var_vqvae import MultiScaleVQVAE, PRESETS as VAE_PRESETS
-from dd.pairs import read_pairs, sequence_map, write_pairs
+from dd.pairs import read_pairs, write_pairs
 from dd.presets import paper_recipe
-from dd.sampling import per_sample_noise, balanced_labels, sample_dd, sample_teacher
-from dd.student import DDStudent, student_loss
+from dd.provenance import record
+from dd.sampling import sample_teacher
+from dd.seeding import balanced_labels, per_sample_noise
+from dd.sequence_map import sequence_map
+from dd.student import DDStudent, sample_dd, student_loss
 from dd.training import train
 from dd.var_student import VARStudent, sample_var_dd
 from dd.var_teacher import sample_var_scales, sample_var_teacher
@@ -165,7 +168,8 @@ def smoke(device, num_pairs: int, student_steps: int) -> dict:
         started = time.perf_counter()
         pair_map = functools.partial(sequence_map, teacher, PAPER_RECIPE, codebook.to(device), FlowConfig())
         write_pairs(pair_map, teacher.config.num_image_tokens, CODE_DIM, teacher.config.num_classes,
-                    PairsConfig(num_pairs=num_pairs, shard_size=128, batch_size=128, seed=1), Path(folder), "smoke",
+                    PairsConfig(num_pairs=num_pairs, shard_size=128, batch_size=128, seed=1), Path(folder),
+                    record(Path(__file__), "smoke"),
                     progress=False, device=device)
         torch.cuda.synchronize()
         report["pairs_seconds"] = time.perf_counter() - started
@@ -183,7 +187,8 @@ def smoke(device, num_pairs: int, student_steps: int) -> dict:
     config = TrainConfig(train_steps=student_steps, batch_size=16, checkpoint_every=student_steps, log_every=5)
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        ema = train(student, loss_fn, len(tokens), config, Path(folder), Path(folder) / "log.jsonl", "smoke",
+        ema = train(student, loss_fn, len(tokens), config, Path(folder), Path(folder) / "log.jsonl",
+                    record(Path(__file__), "smoke"),
                     progress=False)
         torch.cuda.synchronize()
         report["student_seconds_per_step"] = (time.perf_counter() - started) / student_steps

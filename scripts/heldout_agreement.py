@@ -18,12 +18,14 @@ import argparse
 
 import torch
 
-from dd.artifacts import Layout, load_frozen_teacher, load_student, load_tokenizer
+from dd.artifacts import load_frozen_teacher, load_tokenizer
 from dd.config import load_config
+from dd.layout import Layout
 from dd.models.var import VAR
 from dd.pairs import read_pairs
-from dd.sampling import balanced_labels, per_sample_noise
+from dd.seeding import balanced_labels, per_sample_noise
 from pipeline.pairs import pair_map
+from pipeline.sample_dd import load_student
 from pipeline.student import student_family
 
 

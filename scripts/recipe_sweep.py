@@ -4,7 +4,7 @@ DD distils the teacher's distribution after its recipe (params.yaml `recipe`), a
 every token from that distribution's per-position marginals, so the recipe moves both rows of eval.json. For
 each recipe this samples the teacher (sample i from its own seeded noise, as the sample stage does), estimates
 the per-class, per-position marginals from those samples, draws onestep from them with fresh noise, and prints
-one JSON line with both FIDs in the pipeline classifier's features against the test split.
+one JSON line with both FIDs in the pipeline classifier's features against the validation split.
 
 Needs the data, classifier, tokenizer and teacher stages of TEACHER (`dvc repro teacher@var-tiny`). About a
 minute per recipe for 5,000 var-tiny samples on 2 cores.
@@ -22,9 +22,11 @@ from pathlib import Path
 
 import torch
 
-from dd.artifacts import Layout, load_classifier, load_frozen_teacher, load_images, load_tokenizer, teacher_classes
+from dd.artifacts import load_frozen_teacher, load_tokenizer, teacher_classes
 from dd.config import load_config
+from dd.evaluation import load_classifier
 from dd.evaluation import frechet_distance, predict
+from dd.layout import Layout, load_images
 from dd.sampling import TokenMarginals, run_sampler, sample_onestep
 from pipeline.sample import teacher_sampler
 
@@ -41,8 +43,8 @@ def main() -> None:
     args = parser.parse_args()
 
     config, layout = load_config(teacher=args.teacher), Layout(args.teacher, args.data)
-    teacher, tokenizer, classifier = load_frozen_teacher(layout), load_tokenizer(layout), load_classifier(layout)
-    real_features, _ = predict(classifier, load_images(layout, "test").images)
+    teacher, tokenizer, classifier = load_frozen_teacher(layout), load_tokenizer(layout), load_classifier(layout.classifier_dir)
+    real_features, _ = predict(classifier, load_images(layout, "validation").images)
     num_classes, code_dim = teacher_classes(layout), tokenizer.codebook.shape[1]
     run = functools.partial(run_sampler, indices=range(args.num_samples), num_tokens=tokenizer.num_tokens,
                             code_dim=code_dim, num_classes=num_classes, batch_size=args.batch_size)

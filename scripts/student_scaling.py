@@ -34,8 +34,9 @@ from pathlib import Path
 
 import torch
 
-from dd.artifacts import Layout, load_samples
 from dd.config import load_config
+from dd.layout import Layout, load_samples
+from dd.pairs import PROVENANCE
 
 PARAMS = Path("params.yaml")         # the project's, from its root (as `dd` and the other scripts read it)
 TRAIN_KEYS = ("batch_size", "train_steps", "learning_rate", "warmup_steps", "weight_decay", "seed")
@@ -92,10 +93,10 @@ def make_pairs(teacher: str, runs: list[Run], source: Path, work: Path, batch_si
             link(source / teacher / stage, root / teacher / stage)
         pairs_dir = root / teacher / "pairs"
         pairs_dir.mkdir(parents=True)
-        if previous is not None:            # complete shards of the same fingerprint are kept by the stage
-            for path in previous.glob("pairs-*.tar"):
+        if previous is not None:            # shards of the same record, checksums intact, are kept by the stage
+            for path in [*previous.glob("pairs-*.tar"), *previous.glob("pairs-*.json")]:
                 os.link(path, pairs_dir / path.name)
-            shutil.copy(previous / "params_fingerprint.txt", pairs_dir)
+            shutil.copy(previous / PROVENANCE, pairs_dir)
         started = time.time()
         pairs_stage.run(run_config(teacher, num_pairs=count, batch_size=batch_size),
                         Layout(teacher, root, root / "metrics"), progress=False)
@@ -166,10 +167,12 @@ def score(args, work: Path) -> None:
         link(source / folder, work / folder)
     layout = Layout(teacher, work, work / "metrics")
     config = run_config(teacher)
-    measure, _ = classifier_measure(config, layout)
+    measure, _ = classifier_measure(config, layout, load_samples(layout.samples_dir / "teacher_reference.npz"))
     rows = {method: measure(load_samples(layout.samples_dir / f"{method}.npz")) for method in ("teacher", "onestep")}
-    teacher_fid, onestep_fid = rows["teacher"]["fid"], rows["onestep"]["fid"]
-    print(f"{teacher}: teacher FID {teacher_fid:.2f}, onestep {onestep_fid:.2f} ({summary['device']} students)\n")
+    # Validation FIDs: a trial chooses settings, so it never reads the test split's.
+    teacher_fid, onestep_fid = rows["teacher"]["validation_fid"], rows["onestep"]["validation_fid"]
+    print(f"{teacher}: validation FID teacher {teacher_fid:.2f}, onestep {onestep_fid:.2f} "
+          f"({summary['device']} students)\n")
     print("| run | pairs | batch x steps (examples) | token agreement | train s | DD 1-step | / teacher | / onestep "
           "| DD 2-step | / teacher |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -184,7 +187,7 @@ def score(args, work: Path) -> None:
             stepped = dataclasses.replace(config, student=dataclasses.replace(config.student, steps=steps))
             sample_dd_stage.run(stepped, layout, progress=False)
             rows[f"{name}/{steps}"] = measure(load_samples(layout.dd_samples_dir / "dd.npz"))
-            fids[steps] = rows[f"{name}/{steps}"]["fid"]
+            fids[steps] = rows[f"{name}/{steps}"]["validation_fid"]
         agreement = " / ".join(f"{100 * v:.1f}%" for k, v in result.items() if k.startswith("token_agreement"))
         train = result["train"]
         print(f"| {name} | {result['num_pairs']:,} | {train['batch_size']} x {train['train_steps']:,} "

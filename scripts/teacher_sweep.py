@@ -3,7 +3,7 @@
 var-tiny's DD is judged against its teacher and against the onestep baseline drawn from that teacher's own
 marginals, so the teacher's quality bounds every DD row of eval.json. For each `--config` this trains a VAR
 teacher of that shape on the pipeline's tokenizer and train split (the teacher stage's loss: next-scale teacher
-forcing, class dropout), then prints one JSON line: its test NLL, its FID and the onestep FID under the
+forcing, class dropout), then prints one JSON line: its validation NLL, its FID and the onestep FID under the
 params.yaml recipe (5,000 samples each, as scripts/recipe_sweep.py measures them), the milliseconds a warm
 training step took and the seconds of the whole config.
 A config names the VAR depth (width 64 x depth, as every VAR preset) and any field of the teacher's train
@@ -11,7 +11,7 @@ params; unnamed fields keep params.yaml's values.
 
 With --patch-nums the teacher reads another scale schedule: the script first trains a VQVAE with those scales
 (vqvae.preset with its patch_nums replaced, the tokenizer stage's params; resumable in --vqvae-dir) and every
-config's teacher is the preset with those scales; the line then also gives the VQVAE's test reconstruction FID
+config's teacher is the preset with those scales; the line then also gives the VQVAE's validation reconstruction FID
 and its training seconds. On 2 AVX2 cores, the 3,000 VQVAE steps take about 23 minutes (the tokenizer stage's
 1,393 s in the README's AVX2 run).
 
@@ -36,17 +36,20 @@ from pathlib import Path
 
 import torch
 
-from dd.artifacts import Layout, compute_device, load_classifier, load_images, load_tokenizer
-from dd.config import Config, fingerprint, load_config
+from dd.artifacts import compute_device, load_tokenizer
+from dd.config import Config, load_config
+from dd.evaluation import load_classifier
 from dd.evaluation import frechet_distance, predict
+from dd.layout import Layout, load_images
 from dd.models.var import VAR
 from dd.models.var_vqvae import PRESETS as VQVAE_PRESETS
+from dd.provenance import record
 from dd.sampling import TokenMarginals, run_sampler, sample_onestep
 from dd.teachers import preset_config
 from dd.training import train
 from dd.var_tokenizer import MultiScaleTokenizer, train_vqvae
 from pipeline.sample import teacher_sampler
-from pipeline.teacher import forcing_loss, teacher_forcing, test_nll
+from pipeline.teacher import forcing_loss, heldout_nll, teacher_forcing
 
 
 def parse_config(text: str) -> dict:
@@ -78,9 +81,9 @@ def train_scale_tokenizer(config: Config, teacher: str, patch_nums: tuple[int, .
                           run_dir: Path, device: torch.device) -> MultiScaleTokenizer:
     """The tokenizer stage's VQVAE (vqvae.* params) with the scales `patch_nums`, trained (resumably) in run_dir."""
     vqvae_config = dataclasses.replace(VQVAE_PRESETS[config.vqvae.preset], patch_nums=patch_nums)
-    run_fingerprint = fingerprint(config.vqvae, config.data, teacher, vqvae_config)
+    provenance = record(Path(__file__), config.vqvae, config.data, teacher, vqvae_config)
     trained = train_vqvae(vqvae_config, images, config.vqvae.train, config.vqvae.commitment, config.vqvae.seed,
-                          run_dir, run_dir / "train_log.jsonl", run_fingerprint, f"vqvae {patch_nums}",
+                          run_dir, run_dir / "train_log.jsonl", provenance, f"vqvae {patch_nums}",
                           progress=False, device=device)
     return MultiScaleTokenizer(trained)
 
@@ -102,9 +105,9 @@ def main() -> None:
     args = parser.parse_args()
 
     config, layout, device = load_config(teacher=args.teacher), Layout(args.teacher, args.data), compute_device()
-    classifier = load_classifier(layout)
-    train_set, test_set = load_images(layout, "train"), load_images(layout, "test")
-    real_features, _ = predict(classifier, test_set.images)
+    classifier = load_classifier(layout.classifier_dir)
+    train_set, validation = load_images(layout, "train"), load_images(layout, "validation")
+    real_features, _ = predict(classifier, validation.images)
     preset, schedule = preset_config(args.teacher), {}
     if args.patch_nums:
         start = time.perf_counter()
@@ -114,7 +117,7 @@ def main() -> None:
                                               torch.from_numpy(train_set.images), run_dir, device)
         preset = dataclasses.replace(preset, patch_nums=args.patch_nums)
         reconstruction_fid = frechet_distance(real_features, predict(classifier, tokenizer.decode(
-            tokenizer.encode(test_set.images)))[0])
+            tokenizer.encode(validation.images)))[0])
         schedule = {"patch_nums": list(args.patch_nums), "num_tokens": tokenizer.num_tokens,
                     "reconstruction_fid": round(reconstruction_fid, 2),
                     "vqvae_seconds": round(time.perf_counter() - start, 1)}
@@ -124,8 +127,8 @@ def main() -> None:
     tokens = tokenizer.encode(train_set.images).to(device)                                  # (N, L)
     labels = torch.from_numpy(train_set.labels).long().to(device)                           # (N,)
     held_out = slice(0, config.teacher.nll_images or None)
-    test_tokens = tokenizer.encode(test_set.images[held_out]).to(device)
-    test_labels = torch.from_numpy(test_set.labels[held_out]).long().to(device)
+    nll_tokens = tokenizer.encode(validation.images[held_out]).to(device)
+    nll_labels = torch.from_numpy(validation.labels[held_out]).long().to(device)
     num_classes = preset.num_classes
     run = functools.partial(run_sampler, indices=range(args.num_samples), num_tokens=tokenizer.num_tokens,
                             code_dim=tokenizer.codebook.shape[1], num_classes=num_classes,
@@ -145,22 +148,22 @@ def main() -> None:
         loss_fn = forcing_loss(forward, tokens, labels, model.config.num_classes, config.teacher.class_dropout)
         with tempfile.TemporaryDirectory() as run_dir:
             log_path = Path(run_dir) / "log.jsonl"
-            ema = train(model, loss_fn, len(tokens), train_config, Path(run_dir), log_path, "sweep",
+            ema = train(model, loss_fn, len(tokens), train_config, Path(run_dir), log_path, record(Path(__file__), "sweep"),
                         f"depth {depth}", progress=False)
             step_ms = steady_step_ms([json.loads(line) for line in log_path.read_text().splitlines()])
         train_seconds = time.perf_counter() - start
-        nll = test_nll(forward, ema, test_tokens, test_labels)
+        nll = heldout_nll(forward, ema, nll_tokens, nll_labels)
         sampled, sample_labels = run(teacher_sampler(ema, tokenizer, config.recipe), seed=args.seed, device=device)
         marginals = TokenMarginals.from_samples(sampled, sample_labels, num_classes, tokenizer.codebook_size)
         onestep, _ = run(functools.partial(sample_onestep, marginals), seed=args.seed + 1)
         if args.tokens_out:   # before the FIDs, so that they can be recomputed elsewhere
             saved.append({"depth": depth, **overrides, "teacher": sampled.to(torch.int16), "labels": sample_labels,
-                          "onestep": onestep.to(torch.int16), "test_nll_per_token": nll})
+                          "onestep": onestep.to(torch.int16), "validation_nll_per_token": nll})
             torch.save(saved, args.tokens_out)
         teacher_fid, onestep_fid = fid(sampled), fid(onestep)
         parameters = sum(p.numel() for p in ema.parameters())
         print(json.dumps({**schedule, "depth": depth, **overrides, "parameters_m": round(parameters / 1e6, 3),
-                          "test_nll_per_token": round(nll, 4), "teacher_fid": round(teacher_fid, 2),
+                          "validation_nll_per_token": round(nll, 4), "teacher_fid": round(teacher_fid, 2),
                           "onestep_fid": round(onestep_fid, 2),
                           "teacher_over_onestep": round(teacher_fid / onestep_fid, 3), "step_ms": step_ms,
                           "train_seconds": round(train_seconds, 1), "seconds": round(time.perf_counter() - start, 1),

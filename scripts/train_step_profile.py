@@ -28,6 +28,7 @@ import typer
 from torch.profiler import ProfilerActivity, profile
 
 from dd.config import Config, load_config
+from dd.provenance import record
 from dd.teachers import build_model, family
 from dd.training import train
 from dd.var_tokenizer import MultiScaleTokenizer, vqvae_loss
@@ -88,7 +89,8 @@ def main(teacher: str = typer.Argument(..., metavar="TEACHER", help="a teacher p
           f"{channels_last}; ATen kernels {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as run_dir:
         log = Path(run_dir) / "log.jsonl"
-        train(model, loss_fn, EXAMPLES, train_config, Path(run_dir), log, "timing", progress=False)
+        train(model, loss_fn, EXAMPLES, train_config, Path(run_dir), log, record(Path(__file__), "timing"),
+              progress=False)
         seconds = [json.loads(line)["train/seconds"] for line in log.read_text().splitlines()]
     per_step = [(later - earlier) / interval for earlier, later in zip(seconds, seconds[1:])]
     print(f"first interval {seconds[0]:.1f} s (compiling, if any, included); median {statistics.median(per_step):.4f} s a step "
@@ -97,8 +99,8 @@ def main(teacher: str = typer.Argument(..., metavar="TEACHER", help="a teacher p
         eager, loss_fn = model_and_loss(teacher, stage, config, channels_last)
         train_config = dataclasses.replace(train_config, train_steps=profile_steps, compile=False)
         with tempfile.TemporaryDirectory() as run_dir, profile(activities=[ProfilerActivity.CPU]) as profiled:
-            train(eager, loss_fn, EXAMPLES, train_config, Path(run_dir), Path(run_dir) / "log.jsonl", "profile",
-                  progress=False)
+            train(eager, loss_fn, EXAMPLES, train_config, Path(run_dir), Path(run_dir) / "log.jsonl",
+                  record(Path(__file__), "profile"), progress=False)
         print(profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 

@@ -3,7 +3,7 @@
 DD's second step keeps the first step's tokens before the intermediate timestep t (scales for VAR, tokens for
 LlamaGen) and regenerates the rest at t. On pairs, whose teacher tokens are known, this script replaces each
 part by the teacher's own and measures the FID of every combination, in the classifier features of the
-`evaluate` stage, against the test split:
+`evaluate` stage, against the validation split:
 
     teacher                      the pairs' tokens (what the student imitates)
     1-step                       the student at t = 0
@@ -30,8 +30,8 @@ import json
 import numpy as np
 import torch
 
-from dd.artifacts import load_classifier, load_images
-from dd.evaluation import image_metrics, predict
+from dd.evaluation import image_metrics, load_classifier, predict
+from dd.layout import load_images
 from dd.pairs import read_pairs
 from dd.teachers import family
 from heldout_agreement import load_trained, position_groups
@@ -77,8 +77,8 @@ def main() -> None:
                "teacher early + step 2": spliced(tokens, second_step),
                "teacher early + 1-step late": spliced(tokens, one_step)}
 
-    classifier = load_classifier(layout)
-    real_features, _ = predict(classifier, load_images(layout, "test").images)
+    classifier = load_classifier(layout.classifier_dir)
+    real_features, _ = predict(classifier, load_images(layout, "validation").images)
     groups = position_groups(teacher)
     print(f"{args.teacher}, first {n} pairs; the second step starts at t = {intermediate} "
           f"(tokens {first_late}-{tokens.shape[1] - 1} regenerated)")

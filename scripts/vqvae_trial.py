@@ -2,7 +2,7 @@
 its tokens come to the data, without running the whole pipeline (the tokenizer stage is this training; the
 teacher, pairs and student after it take another ~20 minutes).
 
-Prints one JSON line: training seconds per step; encode + decode milliseconds per test image; the test
+Prints one JSON line: training seconds per step; encode + decode milliseconds per validation image; the validation
 images' reconstruction FID (the pipeline's floor row) and MSE; and the FID of `onestep` drawn from the
 per-position marginals of the train images' tokens (the pipeline draws it from the teacher's samples instead,
 which need a teacher). FIDs are in the features of the pipeline's classifier, as in eval.json. Needs the data
@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dd.artifacts import Layout, load_classifier, load_images
 from dd.config import TrainConfig
+from dd.evaluation import load_classifier
 from dd.evaluation import frechet_distance, predict
+from dd.layout import Layout, load_images
 from dd.models.var_vqvae import PRESETS
-from dd.sampling import TokenMarginals, balanced_labels, per_sample_noise, token_uniforms
+from dd.sampling import TokenMarginals
+from dd.seeding import balanced_labels, per_sample_noise, token_uniforms
 from dd.var_tokenizer import MultiScaleTokenizer, train_vqvae
 
 
@@ -46,7 +48,7 @@ def main() -> None:
     config = dataclasses.replace(PRESETS["vae-tiny"], ch_mult=tuple(int(m) for m in args.ch_mult.split(",")),
                                  num_res_blocks=args.num_res_blocks)
     layout = Layout("", args.data)
-    train_set, test = load_images(layout, "train"), load_images(layout, "test")
+    train_set, validation = load_images(layout, "train"), load_images(layout, "validation")
     images = torch.from_numpy(train_set.images)                                        # (N, H, W, C) uint8
     train_config = TrainConfig(train_steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                                warmup_steps=20, weight_decay=0.0, ema_decay=0.0, checkpoint_every=args.steps,
@@ -58,17 +60,17 @@ def main() -> None:
                               Path(run_dir) / "log.jsonl", "trial")
     train_seconds = time.perf_counter() - started
 
-    tokenizer, classifier = MultiScaleTokenizer(trained), load_classifier(layout)
-    real, _ = predict(classifier, test.images)
+    tokenizer, classifier = MultiScaleTokenizer(trained), load_classifier(layout.classifier_dir)
+    real, _ = predict(classifier, validation.images)
     started = time.perf_counter()
-    reconstructions = tokenizer.decode(tokenizer.encode(test.images))
+    reconstructions = tokenizer.decode(tokenizer.encode(validation.images))
     codec_seconds = time.perf_counter() - started
 
     # onestep: each token from its class's per-position law over the train images' tokens.
     marginals = TokenMarginals.from_samples(tokenizer.encode(train_set.images),
                                             torch.from_numpy(train_set.labels).long(), int(train_set.labels.max()) + 1,
                                             tokenizer.codebook_size)
-    indices = range(len(test))
+    indices = range(len(validation))
     uniforms = token_uniforms(per_sample_noise(args.sample_seed, indices, tokenizer.num_tokens, 1))      # (N, L)
     onestep = tokenizer.decode(marginals.draw(balanced_labels(indices, len(marginals.counts)), uniforms))
 
@@ -77,9 +79,9 @@ def main() -> None:
         "batch_size": args.batch_size, "learning_rate": args.learning_rate,
         "parameters_M": round(sum(p.numel() for p in trained.parameters()) / 1e6, 3),
         "seconds_per_step": round(train_seconds / args.steps, 3),
-        "codec_ms_per_image": round(1000 * codec_seconds / len(test), 2),
+        "codec_ms_per_image": round(1000 * codec_seconds / len(validation), 2),
         "reconstruction_fid": round(frechet_distance(real, predict(classifier, reconstructions)[0]), 2),
-        "reconstruction_mse": round(float(np.mean((reconstructions / 255.0 - test.images / 255.0) ** 2)), 5),
+        "reconstruction_mse": round(float(np.mean((reconstructions / 255.0 - validation.images / 255.0) ** 2)), 5),
         "onestep_fid_data_marginals": round(frechet_distance(real, predict(classifier, onestep)[0]), 2),
     }))
 

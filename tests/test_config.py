@@ -56,6 +56,16 @@ def test_invalid_values_are_rejected():
             config_from_dict({"student": hybrid})
 
 
+@pytest.mark.parametrize("key, value", [("top_p", 0.0), ("top_p", 1.5), ("temperature", 0.0), ("temperature", -1.0),
+                                        ("top_k", -1), ("cfg_scale", -0.5)])
+def test_a_recipe_that_makes_no_distribution_is_rejected_naming_the_key(key, value):
+    with pytest.raises(ConfigError, match=f"invalid value for recipe.{key}: "):
+        config_from_dict({"recipe": {key: value}})
+    data = {"teachers": ["var-tiny"], "overrides": {"var-tiny": {"recipe": {key: value}}}}
+    with pytest.raises(ConfigError, match=f"recipe.{key}.*resolving params for teacher 'var-tiny'"):
+        resolve(data, "var-tiny")
+
+
 def test_config_is_frozen(tmp_path):
     config = load_config("params.yaml")
     with pytest.raises(Exception):

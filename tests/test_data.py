@@ -13,9 +13,11 @@ from dd.data import (
     DatasetNotFoundError,
     ImageSet,
     fit_to_size,
+    hold_out,
     load_dataset,
     load_fashion_mnist,
     load_image_folder,
+    load_splits,
     read_idx,
 )
 
@@ -161,6 +163,58 @@ def test_load_dataset_from_a_folder_applies_the_size(tmp_path):
     dataset = load_dataset(str(tmp_path), "train", image_size=8, test_fraction=0.25, seed=0)
     assert dataset.images.shape == (3, 8, 8, 1)
     assert dataset.images[0, 0, 0, 0] == 0 and dataset.images[0, 4, 4, 0] == 100
+
+
+def _labelled(counts: list[int]) -> ImageSet:
+    """Images whose first pixel is their index, so a split's members can be traced back."""
+    labels = np.concatenate([np.full(count, label) for label, count in enumerate(counts)])
+    labels = labels[np.random.default_rng(0).permutation(len(labels))]
+    images = np.zeros((len(labels), 2, 2, 1), dtype=np.uint8)
+    images[:, 0, 0, 0] = np.arange(len(labels)) % 256
+    images[:, 0, 1, 0] = np.arange(len(labels)) // 256
+    return ImageSet(images, labels.astype(np.int64), tuple(f"c{i}" for i in range(len(counts))))
+
+
+def _indices(images: ImageSet) -> np.ndarray:
+    return images.images[:, 0, 0, 0].astype(int) + 256 * images.images[:, 0, 1, 0].astype(int)
+
+
+def test_hold_out_is_stratified_disjoint_deterministic_and_keeps_the_order():
+    dataset = _labelled([50, 30, 20])
+    rest, held = hold_out(dataset, 0.1, seed=0)
+    assert [int((held.labels == c).sum()) for c in range(3)] == [5, 3, 2]
+    assert sorted([*_indices(rest), *_indices(held)]) == list(range(100))            # a partition
+    assert (np.diff(_indices(held)) > 0).all() and (np.diff(_indices(rest)) > 0).all()
+    again, other_seed = hold_out(dataset, 0.1, seed=0)[1], hold_out(dataset, 0.1, seed=1)[1]
+    assert np.array_equal(_indices(again), _indices(held)) and not np.array_equal(_indices(other_seed), _indices(held))
+    # A class's held-out images depend on its own members only, not on the other classes.
+    fewer = ImageSet(dataset.images[dataset.labels != 2], dataset.labels[dataset.labels != 2], dataset.class_names)
+    assert np.array_equal(_indices(hold_out(fewer, 0.1, seed=0)[1]), _indices(held)[held.labels != 2])
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, 0.01])
+def test_hold_out_refuses_a_split_that_leaves_a_class_empty(fraction):
+    with pytest.raises(ValueError, match="validation_fraction"):
+        hold_out(_labelled([50, 30, 20]), fraction, seed=0)
+
+
+def test_load_splits_holds_validation_out_of_the_train_folder(tmp_path):
+    for split, count in (("train", 10), ("test", 3)):
+        for label in range(2):
+            for index in range(count):
+                write_png(tmp_path / split / f"c{label}" / f"{index}.png", 10 * index + label)
+    splits = load_splits(str(tmp_path), image_size=4, test_fraction=0.25, validation_fraction=0.2, seed=0)
+    assert {name: len(images) for name, images in splits.items()} == {"train": 16, "validation": 4, "test": 6}
+    pixels = {name: {(int(image[1, 1, 0]), int(label)) for image, label in zip(images.images, images.labels)}
+              for name, images in splits.items()}
+    assert not pixels["train"] & pixels["validation"]
+
+
+@fashion_mnist_installed
+def test_fashion_mnist_splits_hold_out_a_tenth_of_each_train_class():
+    splits = load_splits("fashion-mnist", image_size=32, test_fraction=0.15, validation_fraction=0.1, seed=0)
+    assert [len(splits[name]) for name in ("train", "validation", "test")] == [54_000, 6_000, 10_000]
+    assert np.bincount(splits["validation"].labels).tolist() == [600] * 10
 
 
 def test_image_set_round_trip(tmp_path):

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 import dd.inception as inception
-from dd.artifacts import Layout
 from dd.checkpoint import save_json, save_weights
 from dd.config import ClassifierConfig, config_from_dict
 from dd.data import ImageSet
 from dd.evaluation import FeatureClassifier
+from dd.layout import Layout
 from pipeline import evaluate
 from pipeline.sample import save_samples
 from tests.test_inception import StandInInception
@@ -64,8 +64,9 @@ def fake_layout(root) -> Layout:
 
 
 def with_test_split(layout: Layout) -> Layout:
-    """The data stage's test split and the sample stage's reconstructions of it (the floor row)."""
-    ImageSet(REAL, np.arange(COUNT) % 3, ("a", "b", "c")).save(layout.dataset_dir / "test.npz")
+    """The data stage's test (and validation) split and the sample stage's reconstructions of it (the floor row)."""
+    for split in ("test", "validation"):
+        ImageSet(REAL, np.arange(COUNT) % 3, ("a", "b", "c")).save(layout.dataset_dir / f"{split}.npz")
     save_samples(layout.samples_dir / "reconstruction.npz", torch.zeros(COUNT, TOKENS, dtype=torch.long),
                  torch.arange(COUNT) % 3, IMAGES["dd"])
     return layout
@@ -161,11 +162,12 @@ def test_the_classifier_path_keeps_its_eval_json_format(tmp_path):
     table = json.loads((layout.metrics_dir / "eval.json").read_text())
     assert set(table) == {*METHODS, "reconstruction", "protocol"}
     for method in METHODS:
-        assert set(table[method]) == {"steps", "fid", "fid_to_teacher", "precision", "recall", "class_accuracy",
-                                      "num_samples", "seconds_per_image", "speedup"}, method
+        assert set(table[method]) == {"steps", "fid", "validation_fid", "fid_to_teacher", "precision", "recall",
+                                      "class_accuracy", "num_samples", "seconds_per_image", "speedup"}, method
         assert all(isinstance(value, (int, float)) for value in table[method].values()), method
-    assert set(table["reconstruction"]) == {"steps", "fid", "fid_to_teacher", "precision", "recall",
+    assert set(table["reconstruction"]) == {"steps", "fid", "validation_fid", "fid_to_teacher", "precision", "recall",
                                             "class_accuracy", "num_samples"}
-    assert set(table["protocol"]) == {"feature_extractor", "reference", "fid_to_teacher_reference",
-                                      "latency_batch_size"}
+    assert set(table["protocol"]) == {"feature_extractor", "reference", "validation_reference",
+                                      "fid_to_teacher_reference", "teacher_reference", "latency_batch_size"}
+    assert table["protocol"]["teacher_reference"] == {"num_samples": COUNT, "sampler": "teacher", "seed": 3}
     assert table["protocol"]["feature_extractor"].startswith("dd classifier")

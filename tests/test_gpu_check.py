@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dd.sampling import balanced_labels, per_sample_noise
+from dd.seeding import balanced_labels, per_sample_noise
 
 spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).parents[1] / "scripts" / "gpu_check.py")
 gpu_check = importlib.util.module_from_spec(spec)

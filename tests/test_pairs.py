@@ -5,21 +5,26 @@ import pytest
 import torch
 
 from dd.config import FlowConfig, PairsConfig, RecipeConfig
-from dd.pairs import CorruptPairsError, read_pairs, sequence_map, shard_name, write_pairs
+from dd.pairs import CorruptPairsError, read_pairs, shard_name, write_pairs
+from dd.sequence_map import sequence_map
 from tests.helpers import MICRO, micro_codebook, micro_teacher
 
 RECIPE, FLOW = RecipeConfig(cfg_scale=1.5, top_k=8), FlowConfig(solver_steps=8)
 
 
-def _write_with(folder, teacher, codebook, recipe, flow, config, fingerprint):
+def _record(params="params-a", code="code-a"):
+    return {"params": params, "code": {"dd/flow.py": code}}        # as dd.provenance.record makes it
+
+
+def _write_with(folder, teacher, codebook, recipe, flow, config, map_record):
     pair_map = functools.partial(sequence_map, teacher, recipe, codebook, flow)
     return write_pairs(pair_map, MICRO.num_image_tokens, codebook.shape[1], MICRO.num_classes, config, folder,
-                       fingerprint, progress=False)
+                       map_record, progress=False)
 
 
-def _write(folder, batch_size=8, fingerprint="params-a", num_pairs=20):
+def _write(folder, batch_size=8, map_record=None, num_pairs=20):
     config = PairsConfig(num_pairs=num_pairs, shard_size=8, batch_size=batch_size, seed=3)
-    return _write_with(folder, micro_teacher(), micro_codebook(), RECIPE, FLOW, config, fingerprint)
+    return _write_with(folder, micro_teacher(), micro_codebook(), RECIPE, FLOW, config, map_record or _record())
 
 
 def _shard_bytes(folder):
@@ -52,22 +57,42 @@ def test_killed_run_resumes_keeping_complete_shards(tmp_path):
     assert len(read_pairs(tmp_path)[1]) == 20
 
 
-def test_other_params_regenerate(tmp_path):
-    _write(tmp_path, fingerprint="params-a")
+@pytest.mark.parametrize("other, reason", [(_record(params="params-b"), "was made with other params"),
+                                           (_record(code="code-b"), "was made by other code (dd/flow.py changed)")])
+def test_other_params_or_code_regenerate(tmp_path, capsys, other, reason):
+    _write(tmp_path)
     kept = (tmp_path / shard_name(0)).stat().st_mtime_ns
-    _write(tmp_path, fingerprint="params-b")
+    _write(tmp_path, map_record=other)
     assert (tmp_path / shard_name(0)).stat().st_mtime_ns != kept
+    assert f"removing 3 shards: the set {reason}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda path: path.write_bytes(path.read_bytes()[:1000]), "does not match its checksum"),       # truncated
+    (lambda path: path.write_bytes(path.read_bytes()[:-1] + b"x"), "does not match its checksum"),  # altered
+    (lambda path: path.with_suffix(".json").unlink(), "has no checksum"),     # killed before its checksum file
+])
+def test_a_damaged_shard_of_a_complete_set_is_redone_and_accepted(tmp_path, capsys, damage, why):
+    _write(tmp_path)
+    reference = _shard_bytes(tmp_path)
+    kept = (tmp_path / shard_name(0)).stat().st_mtime_ns
+    damage(tmp_path / shard_name(1))
+    _write(tmp_path)
+    assert f"{shard_name(1)} {why}" in capsys.readouterr().out
+    assert _shard_bytes(tmp_path) == reference                                # redone byte for byte
+    assert (tmp_path / shard_name(0)).stat().st_mtime_ns == kept              # the intact ones kept
+    assert len(read_pairs(tmp_path)[1]) == 20
 
 
 @pytest.mark.parametrize("change", [{"seed": 4}, {"shard_size": 4}])
-def test_another_seed_or_shard_size_regenerates_under_the_same_map_fingerprint(tmp_path, change):
+def test_another_seed_or_shard_size_regenerates_under_the_same_map_record(tmp_path, change):
     _write(tmp_path)                        # seed 3, shards of 8, 8, 4 pairs
     reference = _shard_bytes(tmp_path)
     # With shards of 4, new shard 2 (pairs 8-11) holds as many pairs as old shard 2 (16-19): only the
-    # fingerprint tells them apart.
+    # params fingerprint tells them apart.
     config = PairsConfig(**{"num_pairs": 20, "shard_size": 8, "batch_size": 8, "seed": 3, **change})
-    _write_with(tmp_path, micro_teacher(), micro_codebook(), RECIPE, FLOW, config, "params-a")
-    _write_with(tmp_path / "fresh", micro_teacher(), micro_codebook(), RECIPE, FLOW, config, "params-a")
+    _write_with(tmp_path, micro_teacher(), micro_codebook(), RECIPE, FLOW, config, _record())
+    _write_with(tmp_path / "fresh", micro_teacher(), micro_codebook(), RECIPE, FLOW, config, _record())
     assert _shard_bytes(tmp_path) == _shard_bytes(tmp_path / "fresh") != reference
 
 
@@ -102,7 +127,7 @@ def test_pairs_follow_the_teachers_law(tmp_path):
     teacher = micro_teacher()
     config = PairsConfig(num_pairs=600, shard_size=600, batch_size=600, seed=0)
     recipe = RecipeConfig(cfg_scale=1.0)
-    _write_with(tmp_path, teacher, micro_codebook(), recipe, FlowConfig(), config, "law")
+    _write_with(tmp_path, teacher, micro_codebook(), recipe, FlowConfig(), config, _record())
     _, tokens, labels = read_pairs(tmp_path)
     from dd.teachers import apply_recipe
     probs = apply_recipe(teacher(torch.tensor([0]), torch.zeros(1, 1, dtype=torch.long))[0], recipe)[0]
@@ -113,12 +138,13 @@ def test_pairs_follow_the_teachers_law(tmp_path):
 def test_var_pairs_stage_gives_the_same_shards_whatever_the_batch_size(tmp_path):
     """The pairs stage for a next-scale teacher: scale_sequence_map pairs, byte-identical across batch sizes."""
     import pipeline.pairs
-    from dd.artifacts import Layout, load_tokenizer
+    from dd.artifacts import load_tokenizer
+    from dd.layout import Layout
     from dd.checkpoint import save_weights
     from dd.config import config_from_dict
     from dd.models.var_vqvae import PRESETS as VQVAE_PRESETS, MultiScaleVQVAE
-    from dd.pairs import scale_sequence_map
-    from dd.sampling import per_sample_noise
+    from dd.sequence_map import scale_sequence_map
+    from dd.seeding import per_sample_noise
     from tests.test_var import build_tiny
 
     teacher = build_tiny(0).requires_grad_(False)

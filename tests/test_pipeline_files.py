@@ -4,8 +4,8 @@ from pathlib import Path
 
 import yaml
 
-from dd.artifacts import Layout
 from dd.config import STAGE_PARAMS, Config, resolve, stage_params
+from dd.layout import Layout
 
 DVC = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]
 

@@ -1,12 +1,15 @@
 """The whole pipeline under DVC on tiny overrides: every stage runs and eval.json has the contract's fields."""
 import copy
 import dataclasses
+import functools
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +46,9 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def _run(args, cwd):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
+    # PYTHONPATH: the stages run the run's own copy of dd/ and pipeline/, the files DVC hashes as their deps
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
+               PYTHONPATH=str(cwd))
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
@@ -51,7 +56,27 @@ def _run(args, cwd):
 
 def _stages_rerun(cwd) -> set[str]:
     """`dvc repro`, and the stages it ran."""
-    return set(re.findall(r"Running stage '([^']+)'", _run(["dvc", "repro"], cwd)))
+    return _repro(cwd)[0]
+
+
+def _repro(cwd, *targets: str) -> tuple[set[str], str]:
+    """`dvc repro [targets]`: the stages it ran, and everything it and they printed."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
+               PYTHONPATH=str(cwd))
+    result = subprocess.run(["dvc", "repro", *targets], cwd=cwd, env=env, capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"dvc repro failed:\n{output[-5000:]}"
+    return set(re.findall(r"Running stage '([^']+)'", output)), output
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new, 1))
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _check_heldout_agreement(cwd, teacher: str, num_pairs: int, timesteps: list[int]) -> None:
@@ -98,7 +123,7 @@ def _check_student_scaling(cwd, metrics: Path) -> None:
     assert {k: v for k, v in summary["runs"]["same"].items() if k.startswith("token_agreement")} == student
     assert summary["runs"]["more"]["num_pairs"] == 30 and summary["runs"]["more"]["examples"] == 3 * TRAIN["batch_size"]
     trained, stage = map(load_state_dict, (cwd / "scaling" / "same.pt", cwd / "data" / "var-tiny" / "student" / "model.pt"))
-    assert trained.keys() == stage.keys() and all(torch.equal(trained[k], stage[k]) for k in stage)
+    assert _same_weights(trained, stage)
 
     out = _run([sys.executable, str(ROOT / "scripts" / "student_scaling.py"), "score", "var-tiny", "--source", "data",
                 "--out", "scaling"], cwd)
@@ -166,6 +191,65 @@ def test_dvc_repro_on_tiny_params(llamagen_tiny_run, tmp_path):
     assert _stages_rerun(run_dir) == {f"{stage}@llamagen-tiny" for stage in ("resolve", "sample_dd", "latency",
                                                                               "evaluate")}
     _check_hybrid_samples(run_dir, "llamagen-tiny", teacher_steps=32, first_tokens=32)
+
+
+@FASHION_MNIST
+def test_a_code_change_reruns_and_restarts_exactly_what_runs_that_code(llamagen_tiny_run, tmp_path):
+    """After a complete run, each stage is rerun, and its resumable state discarded, when code it runs changes;
+    what the same code and params would make is reused at no cost. The run's stages run its own dd/ and pipeline/
+    (PYTHONPATH), the files DVC hashes. Up to the student stage (`dvc repro student@llamagen-tiny`): what reads
+    a changed student is the other tests' business."""
+    run_dir, _ = _copy_run(llamagen_tiny_run, tmp_path)
+    data = run_dir / "data" / "llamagen-tiny"
+    stages = lambda *names: {f"{name}@llamagen-tiny" for name in names}
+    repro = functools.partial(_repro, run_dir, "student@llamagen-tiny")
+    assert _stages_rerun(run_dir) == set()                                    # nothing changed: nothing reruns
+
+    # The flow map's code (a comment: the same pairs). Its shards are made again, by the new code, byte for byte
+    # the old ones, so the student, its record unchanged, is reused without a training step.
+    shards = {path.name: path.read_bytes() for path in sorted((data / "pairs").glob("pairs-*.tar"))}
+    student = load_state_dict(data / "student" / "model.pt")
+    (run_dir / "dd" / "flow.py").write_text((run_dir / "dd" / "flow.py").read_text() + "# edited\n")
+    rerun, output = repro()
+    assert rerun == stages("pairs", "student")
+    assert "removing 2 shards: the set was made by other code (dd/flow.py changed)" in output
+    assert {path.name: path.read_bytes() for path in sorted((data / "pairs").glob("pairs-*.tar"))} == shards
+    assert "resuming from" in output and "afresh" not in output.split("removing 2 shards")[1]
+    assert _same_weights(load_state_dict(data / "student" / "model.pt"), student)
+
+    # What the student's loss computes (zero: no gradient). The student trains again from step 0, to other
+    # weights; nothing before it reruns.
+    _edit(run_dir / "dd" / "student.py", "return (per_token * is_noise).sum() / is_noise.sum()",
+          "return 0.0 * (per_token * is_noise).sum() / is_noise.sum()")
+    rerun, output = repro()
+    assert rerun == stages("student")
+    assert "was made by other code (dd/student.py changed); starting this training afresh" in output
+    assert not _same_weights(load_state_dict(data / "student" / "model.pt"), student)
+
+    # The teacher's loss (label smoothing). The teacher trains again from step 0, to other weights, and what
+    # follows reruns: the pairs from the new teacher's weights (other params), the student from step 0.
+    teacher = load_state_dict(data / "teacher" / "model.pt")
+    _edit(run_dir / "pipeline" / "teacher.py", "tokens[indices].flatten())", "tokens[indices].flatten(), label_smoothing=0.1)")
+    rerun, output = repro()
+    assert rerun == stages("teacher", "pairs", "student")
+    assert "was made by other code (pipeline/teacher.py changed); starting this training afresh" in output
+    assert "removing 2 shards: the set was made with other params" in output
+    assert output.count("starting this training afresh") == 2                # the teacher's and the student's
+    assert not _same_weights(load_state_dict(data / "teacher" / "model.pt"), teacher)
+    assert repro()[0] == set()
+
+
+@FASHION_MNIST
+def test_a_damaged_shard_after_a_complete_run_is_redone_and_accepted(llamagen_tiny_run, tmp_path):
+    run_dir, _ = _copy_run(llamagen_tiny_run, tmp_path)
+    shard = run_dir / "data" / "llamagen-tiny" / "pairs" / "pairs-00001.tar"
+    original = shard.read_bytes()
+    shard.write_bytes(original[:len(original) // 2])                          # truncated
+    rerun, output = _repro(run_dir)
+    assert rerun == {"pairs@llamagen-tiny"} and "pairs-00001.tar does not match its checksum" in output
+    assert shard.read_bytes() == original                                     # redone byte for byte
+    # The student stage reads the redone set (checked against the manifest) and keeps its finished training.
+    assert "resuming from" in _run(["dd", "student", "llamagen-tiny", "--no-progress"], run_dir)
 
 
 @pytest.mark.slow
@@ -304,6 +388,46 @@ def test_var_tiny_scripts_on_the_tiny_run(var_tiny_run, tmp_path):
     deeper = VAR(dataclasses.replace(preset_config("var-tiny"), depth=other_depth))
     assert row["depth"] == other_depth
     assert row["parameters_m"] == round(sum(p.numel() for p in deeper.parameters()) / 1e6, 3)
-    assert row["step_ms"] > 0 and np.isfinite([row["teacher_fid"], row["onestep_fid"], row["test_nll_per_token"]]).all()
+    assert row["step_ms"] > 0 and np.isfinite([row["teacher_fid"], row["onestep_fid"], row["validation_nll_per_token"]]).all()
     [saved] = torch.load(run_dir / "sweep.pt")
     assert saved["teacher"].shape == saved["onestep"].shape == (20, deeper.config.num_tokens)
+
+
+@pytest.mark.slow
+def test_each_stage_killed_mid_run_resumes_to_the_uninterrupted_result(var_tiny_run, tmp_path):
+    """kill -9 during the VQVAE tokenizer's, the teacher's and the student's training and during pair generation,
+    then the same command again: every artifact is byte for byte what an uninterrupted run made. All four are
+    deterministic on a CPU (same batches from (seed, step), the optimizer's state restored, per-pair seeds), so
+    bytes are compared. Each stage runs long enough here (40 steps, 6 shards) to be killed half way."""
+    longer = {"train_steps": 40, "checkpoint_every": 10, "log_every": 10}
+    runs = {}
+    for name in ("uninterrupted", "killed"):
+        run_dir, params = _copy_run(var_tiny_run, tmp_path / name)
+        own = params["overrides"]["var-tiny"]
+        for section in ("vqvae", "teacher", "student"):
+            own[section]["train"].update(longer)
+        own["pairs"].update(num_pairs=60, shard_size=10, batch_size=5)
+        (run_dir / "params.yaml").write_text(yaml.safe_dump(params))
+        runs[name] = run_dir
+    _run(["dvc", "repro"], runs["uninterrupted"])
+
+    killed = runs["killed"]
+    _run(["dvc", "repro", "resolve@var-tiny"], killed)
+    data = killed / "data" / "var-tiny"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(killed))
+    for stage, progress_file, result in (("tokenizer", "checkpoint.pt", "tokenizer.pt"),
+                                         ("teacher", "checkpoint.pt", "model.pt"),
+                                         ("pairs", "pairs-00001.json", "manifest.json"),
+                                         ("student", "checkpoint.pt", "model.pt")):
+        shutil.rmtree(data / stage)
+        process = subprocess.Popen(["dd", stage, "var-tiny", "--no-progress"], cwd=killed, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not (data / stage / progress_file).exists() and process.poll() is None:
+            time.sleep(0.002)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait() == -signal.SIGKILL and not (data / stage / result).exists(), f"{stage} finished first"
+        output = _run(["dd", stage, "var-tiny", "--no-progress"], killed)
+        assert "resuming from" in output or stage == "pairs", output
+        expected = runs["uninterrupted"] / "data" / "var-tiny" / stage
+        names = sorted(path.name for path in expected.iterdir() if path.suffix in (".pt", ".tar") and path.name != "checkpoint.pt")
+        assert names and all((data / stage / name).read_bytes() == (expected / name).read_bytes() for name in names), stage

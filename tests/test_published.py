@@ -9,9 +9,10 @@ import yaml
 
 import pipeline.teacher
 import pipeline.tokenizer
-from dd.artifacts import Layout, load_frozen_teacher, load_tokenizer
+from dd.artifacts import load_frozen_teacher, load_tokenizer
 from dd.config import ConfigError, config_from_dict, load_config, resolve
 from dd.download import ChecksumError, DownloadError
+from dd.layout import Layout
 from dd.models.llamagen import GPT, PRESETS as LLAMAGEN_PRESETS
 from dd.models.llamagen_vq import PRESETS as VQ_PRESETS, VQConfig, VQModel
 from dd.presets import PUBLISHED, Published

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from dd.config import RecipeConfig
-from dd.sampling import (balanced_labels, complete_skip, inverse_cdf, per_sample_noise, run_sampler, sample_dd, sample_onestep,
-                         sample_skip, sample_teacher, token_uniforms, TokenMarginals)
-from dd.student import DDStudent, student_inputs
+from dd.flow import flow_map
+from dd.sampling import TokenMarginals, complete_skip, run_sampler, sample_onestep, sample_skip, sample_teacher
+from dd.seeding import balanced_labels, inverse_cdf, per_sample_noise, token_uniforms
+from dd.student import DDStudent, sample_dd, student_inputs
 from dd.teachers import apply_recipe
 from tests.helpers import MICRO, CountingStudent, micro_codebook, micro_teacher
 
@@ -94,6 +95,29 @@ def test_recipe_top_k_top_p_and_cfg():
     assert torch.allclose(guided, torch.tensor([[4.0, 0.0]]).softmax(-1))
 
 
+@pytest.mark.parametrize("cfg_scale", [0.0, 0.5, 1.0])
+def test_a_raster_teacher_is_unguided_at_or_below_cfg_1_as_llamagen(cfg_scale):
+    """LlamaGen's sampler guides only for cfg_scale > 1: at or below it, the conditional rows alone (B rows, not
+    2B) and the conditional law, with no interpolation towards the unconditional model."""
+    conditional = torch.tensor([[2.0, 0.0, -1.0]])
+    assert torch.allclose(apply_recipe(conditional, RecipeConfig(cfg_scale=cfg_scale)), conditional.softmax(-1))
+    teacher, labels = micro_teacher(), torch.arange(4) % MICRO.num_classes
+    noise = per_sample_noise(0, range(4), MICRO.num_image_tokens, 4)
+    assert torch.equal(sample_teacher(teacher, RecipeConfig(cfg_scale=cfg_scale), labels, noise),
+                       sample_teacher(teacher, RecipeConfig(cfg_scale=1.0), labels, noise))
+
+
+def test_top_k_keeps_exactly_k_codes_at_a_tie_and_the_flow_map_solves_over_that_support():
+    """Four codes tie at the k-th largest logit: exactly k = 3 stay (the published rule `logits < k-th` would keep
+    six), so the flow map's solve over its top-k candidates equals its solve over the whole codebook."""
+    logits = torch.tensor([[3.0, 1.0, 1.0, 1.0, 1.0, 0.0, -1.0, -2.0]]).repeat(500, 1)
+    probs = apply_recipe(logits, RecipeConfig(cfg_scale=1.0, top_k=3))
+    assert (torch.count_nonzero(probs, dim=-1) == 3).all()
+    codebook = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    eps = torch.randn(500, 4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(flow_map(eps, probs, codebook, support_size=3), flow_map(eps, probs, codebook))
+
+
 def test_inverse_cdf_draws_the_distribution():
     probs = torch.tensor([0.1, 0.0, 0.6, 0.3])
     uniforms = torch.rand(20000, generator=torch.Generator().manual_seed(0))
@@ -125,7 +149,7 @@ def test_balanced_labels(count):
 
 
 def test_uniform_labels_are_per_sample_uniform_and_apart_from_the_noise():
-    from dd.sampling import class_labels, uniform_labels
+    from dd.seeding import class_labels, uniform_labels
     labels = uniform_labels(2, range(20_000), 10)
     assert torch.equal(labels[5000:5100], uniform_labels(2, range(5000, 5100), 10))      # batch-independent
     counts = torch.bincount(labels, minlength=10).float()

@@ -8,8 +8,8 @@ from dd.config import FlowConfig, RecipeConfig
 from dd.flow import flow_map
 from dd.models.var import VAR, PRESETS as VAR_PRESETS, cfg_ramp
 from dd.models.var_vqvae import MultiScaleVQVAE, PRESETS as VAE_PRESETS
-from dd.pairs import scale_sequence_map
-from dd.sampling import balanced_labels, inverse_cdf, per_sample_noise, token_uniforms
+from dd.sequence_map import scale_sequence_map
+from dd.seeding import balanced_labels, inverse_cdf, per_sample_noise, token_uniforms
 from dd.var_teacher import SKIP_SCALES, generate_var, guided_probs, sample_var_scales, sample_var_teacher
 from tests.test_var import build_tiny
 

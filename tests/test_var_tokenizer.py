@@ -6,10 +6,11 @@ import numpy as np
 import torch
 
 import pipeline.tokenizer
-from dd.artifacts import Layout, load_tokenizer
+from dd.artifacts import load_tokenizer
 from dd.checkpoint import save_weights
 from dd.config import resolve
 from dd.data import ImageSet
+from dd.layout import Layout
 from dd.models.var_vqvae import PRESETS, MultiScaleVQVAE
 from dd.var_tokenizer import MultiScaleTokenizer, initialise_codebook, scale_usage, to_pixels, vqvae_loss
 
@@ -137,6 +138,6 @@ def test_the_vqvae_stage_starts_afresh_when_the_preset_architecture_changes(tmp_
     pipeline.tokenizer.vqvae(config, layout, progress=False)
     assert "starting this training afresh" in capsys.readouterr().out
     second = torch.load(layout.tokenizer_dir / "checkpoint.pt", weights_only=True)
-    assert second["fingerprint"] != first["fingerprint"]
+    assert second["provenance"]["params"] != first["provenance"]["params"]
     assert second["step"] == 2 and any(second["model"][key].shape != value.shape
                                        for key, value in first["model"].items())
