@@ -5,7 +5,6 @@ dd/evaluation.py, so that the stages upstream of them do not import (and so do n
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -15,10 +14,11 @@ from dd.layout import Layout
 from dd.models.llamagen import GPT
 from dd.models.var import VAR
 from dd.models.var_vqvae import PRESETS as VQVAE_PRESETS
+from dd.next_scale.tokenizer import MultiScaleTokenizer
+from dd.raster.tokenizer import PatchTokenizer
+from dd.raster.vq_tokenizer import VQTokenizer
 from dd.teachers import load_teacher, preset_config
-from dd.tokenizer import PatchTokenizer
-from dd.var_tokenizer import MultiScaleTokenizer
-from dd.vq_tokenizer import SIDECAR as VQ_SIDECAR, VQTokenizer
+from dd.tokenizers import SIDECAR as VQ_SIDECAR
 
 # Every tokenizer has encode, decode, codebook (V, d), num_tokens and codebook_size.
 Tokenizer = PatchTokenizer | VQTokenizer | MultiScaleTokenizer
@@ -47,13 +47,6 @@ def load_tokenizer(layout: Layout, device: torch.device | str = "cpu") -> Tokeni
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `dd tokenizer {layout.teacher}` first")
     return PatchTokenizer.from_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-
-
-def compute_device() -> torch.device:
-    """Where the stages compute: this process's GPU when there is one (cuda:LOCAL_RANK under torchrun)."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
 
 
 def teacher_classes(layout: Layout) -> int:

@@ -119,16 +119,18 @@ def report(params: Params = Path("params.yaml")):
         layout = Layout(teacher)
         table = json.loads((layout.metrics_dir / "eval.json").read_text())
         latency = json.loads((layout.metrics_dir / "latency.json").read_text())
-        typer.echo(f"\n**{teacher}** ({table['protocol']['feature_extractor']}, vs {table['protocol']['reference']}; "
+        typer.echo(f"\n**{teacher}** ({table['protocol']['feature_extractor']}; FID vs {table['protocol']['reference']}; "
                    f"latency on CPU, {latency['threads']} threads, batch {table['protocol']['latency_batch_size']})\n")
-        typer.echo("| method | steps | FID | FID / teacher | fid_to_teacher | precision | recall | class acc. | ms / image | speed-up |")
-        typer.echo("|---|---|---|---|---|---|---|---|---|---|")
+        typer.echo("| method | steps | FID | validation FID | FID / teacher | fid_to_teacher | precision | recall | class acc. "
+                   "| ms / image | speed-up |")
+        typer.echo("|---|---|---|---|---|---|---|---|---|---|---|")
         for method in [m for m in REPORTED if m in table and "same_as" not in table[m]]:
             row = table[method]
             timing = (f"{1000 * row['seconds_per_image']:.2f} | {row['speedup']:.1f}x" if "speedup" in row else "- | -")
             cells = [_cell(row.get(key)) for key in ("precision", "recall", "class_accuracy")]  # null under Inception
-            typer.echo(f"| {method} | {row['steps']} | {row['fid']:.2f} | {row['fid'] / table['teacher']['fid']:.2f} | "
-                       f"{row['fid_to_teacher']:.2f} | {' | '.join(cells)} | {timing} |")
+            typer.echo(f"| {method} | {row['steps']} | {row['fid']:.2f} | {_cell(row.get('validation_fid'), '.2f')} | "
+                       f"{row['fid'] / table['teacher']['fid']:.2f} | {row['fid_to_teacher']:.2f} | {' | '.join(cells)} | "
+                       f"{timing} |")
         timed = [m for m in REPORTED if m in latency[f"batch_{config.latency.batch_sizes[0]}"]]
         typer.echo("\n| batch | " + " | ".join(f"{m} ms/img" for m in timed) + " | dd speed-up |")
         typer.echo("|---" * (len(timed) + 2) + "|")
@@ -143,8 +145,8 @@ def report(params: Params = Path("params.yaml")):
 REPORTED = ("teacher", "dd", "skip", "skip-1", "skip-2", "onestep", "reconstruction")
 
 
-def _cell(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _cell(value: float | None, form: str = ".3f") -> str:
+    return "-" if value is None else f"{value:{form}}"
 
 
 @app.command()

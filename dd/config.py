@@ -82,7 +82,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class VQVAETrainingConfig:
     """The tokenizer of a next-scale (VAR) teacher trained here (tokenizer.source: train): VAR's multi-scale
-    VQVAE with L2 reconstruction + commitment + codebook losses (dd/var_tokenizer.py). Raster teachers fit the
+    VQVAE with L2 reconstruction + commitment + codebook losses (dd/next_scale/tokenizer.py). Raster teachers fit the
     k-means tokenizer (`tokenizer`) instead and never read this section, so it is set per teacher only, under
     overrides.<teacher>.vqvae (`resolve` refuses it at the top of the file)."""
     preset: str = "vae-tiny"          # a dd/models/var_vqvae.py preset whose codebook and scales fit the teacher
@@ -106,9 +106,9 @@ class RecipeConfig:
     """The teacher's sampling recipe. DD distils the distribution AFTER these (method.md section 2).
 
     Guidance follows each family's published sampler: for a raster (LlamaGen) teacher, logits = uncond +
-    cfg_scale (cond - uncond) when cfg_scale > 1, and the conditional model alone at or below 1 (dd/teachers.py);
+    cfg_scale (cond - uncond) when cfg_scale > 1, and the conditional model alone at or below 1 (dd/raster/teacher.py);
     for a next-scale (VAR) teacher, cfg_scale is VAR's `cfg`, ramped over the scales, t_k = cfg k / (K - 1),
-    logits = (1 + t_k) cond - t_k uncond: 0 is unguided (dd/var_teacher.py). Then temperature, top-k (exactly k
+    logits = (1 + t_k) cond - t_k uncond: 0 is unguided (dd/next_scale/teacher.py). Then temperature, top-k (exactly k
     codes), top-p."""
     cfg_scale: float = 1.5            # >= 0
     temperature: float = 1.0          # > 0
@@ -150,7 +150,7 @@ class StudentConfig:
     teacher_steps: int = 0                  # hybrid sampling (2 steps): the teacher's own steps before the
                                             # second, remaking the last teacher_steps tokens (scales) before it
     target_width: float = 0.3               # soft targets over neighbouring codes, in median nearest-code
-                                            # distances (dd/student.py); 0 = one-hot cross-entropy
+                                            # distances (dd/dd1.py); 0 = one-hot cross-entropy
     train: TrainConfig = TrainConfig()
 
     @property

@@ -2,7 +2,7 @@
 
 Pair i is (noise_i, tokens_i, label_i): noise_i ~ N(0, I) of shape (L, d) from the per-sample generator
 (seed, i), label_i = i % num_classes, and tokens_i the deterministic image of noise_i under a sequence map
-(dd/sequence_map.py: the teacher's loop with each token the flow map of its own noise). This module writes and
+(the family's pair_map, dd/families/sampling.py: the teacher's loop with each token the flow map of its own noise). This module writes and
 reads the pairs and knows nothing of teachers or the flow map, so the student, which reads pairs, does not run
 (and so does not depend on) their code. Pair i depends only on (params, i), never on the batch it was computed
 in, so shards can be split across processes (torchrun) without changing a byte, and a pair set can grow (or

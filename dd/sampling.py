@@ -1,4 +1,6 @@
-"""Samplers: pure functions from (labels, noise) to tokens, one per method, in a registry.
+"""Sampling shared by every family: the sampler signature, running a sampler over sample indices, and the
+onestep baseline's per-position marginals. A family's own samplers (its teacher, its DD student, its skip
+baselines) live in its package (dd/raster/, dd/next_scale/).
 
 Every method draws its randomness from one per-sample Gaussian noise tensor (B, L, d), made by
 `per_sample_noise` (dd/seeding.py) from (seed, sample index) alone, so sample i is the same image whatever the
@@ -7,12 +9,11 @@ the onestep baseline) take it from the noise's first channel through the normal 
 
 Methods (method.md section 6):
   teacher   the teacher's KV-cached AR sampling with its recipe (inverse-CDF draw of each token)
-  dd        the DD student (its sampler lives with it: dd/student.py sample_dd, dd/var_student.py sample_var_dd):
-            1 step on pure noise; 2 steps re-runs it at t2 on (first t2 tokens, same noise); hybrid: the
-            teacher remakes the last tokens before t2 between the two
+  dd        the DD student: 1 step on pure noise; 2 steps re-runs it at t2 on (first t2 tokens, same noise);
+            hybrid: the teacher remakes the last tokens before t2 between the two
   onestep   every token drawn independently from its per-position, per-class marginal (no model trained)
-  skip      the teacher generates all but the last `skip_tokens` tokens; those are drawn like onestep,
-            from the per-position marginals, i.e. in one parallel step instead of skip_tokens AR steps
+  skip      the teacher stops early (raster: `skip_tokens` tokens before the end, the rest drawn like onestep;
+            next scale: before its last 1 or 2 scales, decoded from the partial reconstruction)
 
 Dimensions: B batch, L image tokens, V codebook size, d code dimension, K classes.
 """
@@ -25,11 +26,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from dd.config import RecipeConfig
-from dd.models.llamagen import GPT
 from dd.progress import progress_bar
-from dd.seeding import class_labels, inverse_cdf, per_sample_noise, token_uniforms
-from dd.teachers import generate
+from dd.seeding import class_labels, per_sample_noise, token_uniforms
 
 # sampler(labels (B,), noise (B, L, d)) -> tokens (B, L)
 Sampler = Callable[[Tensor, Tensor], Tensor]
@@ -101,29 +99,9 @@ def run_sampler(sampler: Sampler, indices: range, seed: int, num_tokens: int, co
 # The methods
 # ---------------------------------------------------------------------------------------------------------
 
-@torch.inference_mode()
-def sample_teacher(teacher: GPT, recipe: RecipeConfig, labels: Tensor, noise: Tensor, num_tokens: int | None = None,
-                   given: Tensor | None = None) -> Tensor:
-    uniforms = token_uniforms(noise)                                      # (B, L)
-    return generate(teacher, labels, recipe, lambda probs, i: inverse_cdf(probs, uniforms[:, i]), num_tokens, given)
-
 
 @torch.inference_mode()
 def sample_onestep(marginals: TokenMarginals, labels: Tensor, noise: Tensor) -> Tensor:
     return marginals.draw(labels, token_uniforms(noise))                   # (B, L)
 
 
-@torch.inference_mode()
-def sample_skip(teacher: GPT, recipe: RecipeConfig, marginals: TokenMarginals, skip_tokens: int, labels: Tensor,
-                noise: Tensor) -> Tensor:
-    prefix = sample_teacher(teacher, recipe, labels, noise, noise.shape[1] - skip_tokens)
-    return complete_skip(marginals, skip_tokens, prefix, labels, noise)
-
-
-def complete_skip(marginals: TokenMarginals, skip_tokens: int, teacher_tokens: Tensor, labels: Tensor,
-                  noise: Tensor) -> Tensor:
-    """The skip baseline from the teacher's tokens under the same noise, (B, >= L - skip_tokens): their first
-    L - skip_tokens are what a teacher stopped there made; the last skip_tokens come from the marginals."""
-    kept = noise.shape[1] - skip_tokens
-    rest = sample_onestep(marginals.positions_from(kept), labels, noise[:, kept:])
-    return torch.cat([teacher_tokens[:, :kept], rest], dim=1)

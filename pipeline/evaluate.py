@@ -20,13 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dd import inception
-from dd.artifacts import compute_device
 from dd.checkpoint import load_json, save_json
 from dd.config import Config
+from dd.device import compute_device
 from dd.evaluation import image_metrics, load_classifier, plot_fid_vs_latency, precision_recall, predict, save_grid
+from dd.families.sampling import sampling_family
 from dd.layout import Layout, load_images, load_samples
-from dd.teachers import family, preset_config
-from dd.var_teacher import SKIP_SCALES
+from dd.teachers import preset_config
 
 # Measures one method's samples ({"images", "labels", ...}) into its eval.json row.
 Measure = Callable[[dict], dict]
@@ -93,21 +93,6 @@ def inception_measure(config: Config, layout: Layout, teacher_reference: dict) -
 EXTRACTORS = {"classifier": classifier_measure, "inception": inception_measure}
 
 
-def _raster_steps(config: Config, layout: Layout) -> dict:
-    """Sequential model steps of each method of a raster teacher (the skip baseline's last step is parallel)."""
-    num_tokens = load_samples(layout.samples_dir / "teacher.npz")["tokens"].shape[1]
-    return {"teacher": num_tokens, "dd": config.student.sampling_steps, "onestep": 1,
-            "skip": num_tokens - config.sample.skip_tokens + 1, "reconstruction": 0}
-
-
-def _next_scale_steps(config: Config, layout: Layout) -> dict:
-    """Sequential model steps of each method of a next-scale teacher: one per scale it generates."""
-    num_scales = preset_config(layout.teacher).num_scales
-    return {"teacher": num_scales, "dd": config.student.sampling_steps, "onestep": 1,
-            **{f"skip-{k}": num_scales - k for k in SKIP_SCALES}, "reconstruction": 0}
-
-
-STEPS = {"llamagen": _raster_steps, "var": _next_scale_steps}
 # What the progress line shows, where a row has it (null under Inception: class accuracy, and precision/recall
 # against an .npz reference).
 PRINTED = (("FID", "fid", "7.2f"), ("validation", "validation_fid", "7.2f"), ("to teacher", "fid_to_teacher", "7.2f"),
@@ -120,7 +105,8 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     measure, protocol = EXTRACTORS[config.evaluate.extractor](config, layout, reference)
     timings = load_json(layout.metrics_dir / "latency.json")
     latency = timings[f"batch_{config.evaluate.latency_batch_size}"]
-    steps = STEPS[family(layout.teacher)](config, layout)
+    family = sampling_family(layout.teacher)
+    steps = family.steps(config, preset_config(layout.teacher))
     paths = {method: layout.samples_dir / f"{method}.npz" for method in steps}
     paths["dd"] = layout.dd_samples_dir / "dd.npz"
     # The floor row: the local test split through a tokenizer fitted on it. A published teacher's tokenizer
@@ -137,10 +123,10 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
         if progress:
             print(f"{method:>15}: " + "  ".join(f"{name} {table[method][key]:{form}}" for name, key, form in PRINTED
                                                 if table[method].get(key) is not None))
-    if "skip" not in table:
+    if family.HEADLINE_SKIP != "skip":
         # The evaluation contract's `skip` row (a raster teacher's own): for a next-scale teacher the paper's
         # headline skip baseline, skip-1, repeated under that name and marked, so `dd report` prints it once.
-        table["skip"] = {**table["skip-1"], "same_as": "skip-1"}
+        table["skip"] = {**table[family.HEADLINE_SKIP], "same_as": family.HEADLINE_SKIP}
     table["protocol"] = {**protocol,
                          "fid_to_teacher_reference": f"{len(reference['labels'])} teacher samples of their own seed "
                                                      f"(sample.reference_seed {config.sample.reference_seed}): no "

@@ -1,9 +1,10 @@
 """Stage `latency`: seconds per image of every method at each benchmark batch size, in one run."""
 import torch
 
-from dd.artifacts import compute_device, load_tokenizer, teacher_classes
+from dd.artifacts import load_tokenizer, teacher_classes
 from dd.checkpoint import save_json
 from dd.config import Config
+from dd.device import compute_device
 from dd.latency import time_methods
 from dd.layout import Layout
 from dd.pairs import read_pairs

@@ -7,65 +7,23 @@ the pairs the student trained on (a reference made of training pairs would rewar
 The DD student samples in its own stage (sample_dd), so changing student.steps reruns only that, the
 latency benchmark and the evaluation.
 
-The skip baselines differ by family: a raster (LlamaGen) teacher stops sample.skip_tokens tokens early and
-draws the rest from the per-position marginals in one parallel step (`skip`); a next-scale (VAR) teacher stops
-before its last 1 or 2 scales and its image is decoded from the partial reconstruction it has (`skip-1`,
-`skip-2`, dd/var_teacher.py SKIP_SCALES).
+The teacher's sampler and the skip baselines are its family's (dd/families/sampling.py `baselines`): a raster
+(LlamaGen) teacher stops sample.skip_tokens tokens early and draws the rest from the per-position marginals in
+one parallel step (`skip`); a next-scale (VAR) teacher stops before its last 1 or 2 scales and its image is
+decoded from the partial reconstruction it has (`skip-1`, `skip-2`).
 """
-import functools
-
 import numpy as np
 import torch
 
-from dd.artifacts import compute_device, load_frozen_teacher, load_tokenizer, teacher_classes
+from dd.artifacts import load_frozen_teacher, load_tokenizer, teacher_classes
 from dd.checkpoint import atomic_destination
-from dd.config import Config, RecipeConfig
+from dd.config import Config
+from dd.device import compute_device
+from dd.families.sampling import sampling_family
 from dd.layout import Layout, load_images
-from dd.models.var import VAR
 from dd.pairs import read_pairs
-from dd.sampling import (TeacherContinuation, TokenMarginals, complete_skip, run_sampler, sample_onestep, sample_skip,
-                         sample_teacher)
+from dd.sampling import TokenMarginals, run_sampler
 from dd.seeding import per_sample_noise
-from dd.teachers import family
-from dd.var_teacher import SKIP_SCALES, sample_var_scales
-
-
-def teacher_sampler(teacher, tokenizer, recipe: RecipeConfig):
-    """The teacher's own sampler under `recipe`, (labels, noise) -> tokens, for either family."""
-    if isinstance(teacher, VAR):
-        return functools.partial(sample_var_scales, teacher, tokenizer.model, recipe, teacher.config.num_scales)
-    return functools.partial(sample_teacher, teacher, recipe)
-
-
-def teacher_continuation(teacher, tokenizer, recipe: RecipeConfig) -> TeacherContinuation:
-    """The teacher's own sampler from given first tokens up to a timestep: hybrid DD sampling's teacher steps."""
-    def continue_teacher(labels, noise, stop: int, given):
-        if isinstance(teacher, VAR):
-            return sample_var_scales(teacher, tokenizer.model, recipe, stop, labels, noise, given)
-        return sample_teacher(teacher, recipe, labels, noise, stop, given)
-    return continue_teacher
-
-
-def _raster_samplers(config: Config, teacher, tokenizer, marginals: TokenMarginals) -> tuple[dict, dict]:
-    skip_tokens = config.sample.skip_tokens
-    samplers = {
-        "teacher": teacher_sampler(teacher, tokenizer, config.recipe),
-        "onestep": functools.partial(sample_onestep, marginals),
-        "skip": functools.partial(sample_skip, teacher, config.recipe, marginals, skip_tokens),
-    }
-    return samplers, {"skip": functools.partial(complete_skip, marginals, skip_tokens)}
-
-
-def _next_scale_samplers(config: Config, teacher, tokenizer, marginals: TokenMarginals) -> tuple[dict, dict]:
-    num_scales, slices = teacher.config.num_scales, teacher.config.scale_slices
-    stopped = functools.partial(sample_var_scales, teacher, tokenizer.model, config.recipe)   # (stop, labels, noise)
-    samplers = {"teacher": teacher_sampler(teacher, tokenizer, config.recipe),
-                "onestep": functools.partial(sample_onestep, marginals),
-                **{f"skip-{k}": functools.partial(stopped, num_scales - k) for k in SKIP_SCALES}}
-
-    def first_scales(stop: int, tokens, labels, noise):
-        return tokens[:, :stop]
-    return samplers, {f"skip-{k}": functools.partial(first_scales, slices[num_scales - k - 1][1]) for k in SKIP_SCALES}
 
 
 def baseline_samplers(config: Config, layout: Layout, pair_tokens: torch.Tensor, pair_labels: torch.Tensor) -> dict:
@@ -85,8 +43,7 @@ def _baselines(config: Config, layout: Layout, pair_tokens: torch.Tensor, pair_l
     teacher, tokenizer = load_frozen_teacher(layout, device), load_tokenizer(layout, device)
     marginals = TokenMarginals.from_samples(pair_tokens, pair_labels, teacher.config.num_classes,
                                             tokenizer.codebook_size).to(device)
-    samplers = {"llamagen": _raster_samplers, "var": _next_scale_samplers}[family(layout.teacher)]
-    return samplers(config, teacher, tokenizer, marginals)
+    return sampling_family(layout.teacher).baselines(config, teacher, tokenizer, marginals)
 
 
 def save_samples(path, tokens: torch.Tensor, labels: torch.Tensor, images: np.ndarray) -> None:

@@ -2,39 +2,33 @@
 of the teacher's own between the two (hybrid sampling, method.md section 6)."""
 import functools
 
-from dd.artifacts import compute_device, load_frozen_teacher, load_tokenizer, teacher_classes
+from dd.artifacts import load_frozen_teacher, load_tokenizer, teacher_classes
 from dd.checkpoint import load_state_dict, with_weights
 from dd.config import Config
+from dd.device import compute_device
+from dd.families.sampling import sampling_family
+from dd.families.student import student_family
 from dd.layout import Layout
-from dd.models.var import VAR
 from dd.sampling import run_sampler
-from dd.student import DDStudent, sample_dd
-from dd.teachers import family
-from dd.var_student import VARStudent, sample_var_dd
-from pipeline.sample import save_samples, teacher_continuation
-
-# Per family, with one signature: (student, codebook, steps, intermediate timestep, labels, noise, teacher,
-# teacher_steps) -> tokens; timesteps count tokens (raster) or scales (next scale).
-DD_SAMPLERS = {"llamagen": sample_dd, "var": sample_var_dd}
+from pipeline.sample import save_samples
 
 
-def load_student(layout: Layout, teacher) -> DDStudent | VARStudent:
+def load_student(layout: Layout, teacher):
     """The student stage's result, of the teacher's family, frozen, on the teacher's device."""
-    if isinstance(teacher, VAR):
-        build = lambda: VARStudent(teacher.config)
-    else:
-        code_dim = load_tokenizer(layout).codebook.shape[1]
-        build = lambda: DDStudent(teacher, code_dim)
-    student = with_weights(build, load_state_dict(layout.student_dir / "model.pt"))
+    code_dim = load_tokenizer(layout).codebook.shape[1]
+    student = with_weights(lambda: student_family(layout.teacher).empty_student(teacher, code_dim),
+                           load_state_dict(layout.student_dir / "model.pt"))
     return student.to(next(teacher.parameters()).device).eval().requires_grad_(False)
 
 
 def dd_sampler(config: Config, layout: Layout):
+    """The family's DD sampler (dd/families/student.py `sample`), bound to the trained student: (labels, noise) ->
+    tokens; timesteps count tokens (raster) or scales (next scale)."""
     device = compute_device()
     tokenizer, teacher = load_tokenizer(layout, device), load_frozen_teacher(layout, device)
-    hybrid = {"teacher": teacher_continuation(teacher, tokenizer, config.recipe),
-              "teacher_steps": config.student.teacher_steps} if config.student.teacher_steps else {}
-    return functools.partial(DD_SAMPLERS[family(layout.teacher)], load_student(layout, teacher),
+    continuation = sampling_family(layout.teacher).teacher_continuation(teacher, tokenizer, config.recipe)
+    hybrid = {"teacher": continuation, "teacher_steps": config.student.teacher_steps} if config.student.teacher_steps else {}
+    return functools.partial(student_family(layout.teacher).student_parts(teacher).sample, load_student(layout, teacher),
                              tokenizer.codebook.to(device), config.student.steps,
                              config.student.intermediate_timestep, **hybrid)
 

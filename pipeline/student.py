@@ -1,57 +1,29 @@
 """Stage `student`: the DD student, initialised from the teacher and trained on the pair shards.
 
 Timesteps count what is already data: tokens for a raster (LlamaGen) teacher, scales for a next-scale (VAR)
-one; the few functions that differ come from the teacher's family (`StudentFamily`).
+one; the student itself, its inputs and its loss come from the teacher's family (dd/families/student.py).
 """
 import dataclasses
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
-from dd import var_student
-from dd.artifacts import compute_device, load_frozen_teacher, load_tokenizer, teacher_weights
+from dd.artifacts import load_frozen_teacher, load_tokenizer, teacher_weights
 from dd.checkpoint import file_sha256, save_json, save_weights
 from dd.config import Config
+from dd.dd1 import soft_targets
+from dd.device import compute_device
+from dd.families import StudentParts
+from dd.families.student import student_family
 from dd.layout import Layout
 from dd.pairs import MANIFEST, read_pairs
 from dd.provenance import record, stage_entry
-from dd.student import DDStudent, soft_targets, student_inputs, student_loss
-from dd.teachers import family
 from dd.training import train
-
-
-@dataclass(frozen=True)
-class StudentFamily:
-    build: Callable           # (teacher, codebook) -> a student initialised from the teacher
-    loss: Callable            # (student, labels, noise, tokens, codebook, timesteps (B,), targets (V, V)) -> loss
-    inputs: Callable          # (tokens, noise, codebook, timestep) -> the trajectory state at the timestep (B, L, d)
-    first_noise: Callable     # timestep -> index of the first token still noise
-    num_timesteps: int        # timesteps lie below this
-    unit: str                 # what a timestep counts
-
-
-def _raster_family(teacher) -> StudentFamily:
-    return StudentFamily(DDStudent.from_teacher, student_loss, student_inputs, lambda t: t,
-                         teacher.config.num_image_tokens, "tokens")
-
-
-def _next_scale_family(teacher) -> StudentFamily:
-    config = teacher.config
-    return StudentFamily(var_student.VARStudent.from_teacher, var_student.student_loss,
-                         functools.partial(var_student.student_inputs, config=config),
-                         lambda t: config.scale_slices[t][0], config.num_scales, "scales")
-
-
-def student_family(teacher_name: str, teacher) -> StudentFamily:
-    """What differs by the teacher's family (also for scripts/heldout_agreement.py)."""
-    return {"llamagen": _raster_family, "var": _next_scale_family}[family(teacher_name)](teacher)
 
 
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     teacher, codebook = load_frozen_teacher(layout), load_tokenizer(layout).codebook
-    parts = student_family(layout.teacher, teacher)
+    parts = student_family(layout.teacher).student_parts(teacher)
     noise, tokens, labels = read_pairs(layout.pairs_dir)
     timesteps = torch.tensor(config.student.timesteps)
     if timesteps.max() >= parts.num_timesteps:
@@ -87,7 +59,7 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
 
 
 @torch.inference_mode()
-def _agreement(parts: StudentFamily, student, codebook, noise, tokens, labels, timestep: int) -> float:
+def _agreement(parts: StudentParts, student, codebook, noise, tokens, labels, timestep: int) -> float:
     """Fraction of the teacher's tokens (at positions still noise) the EMA student reproduces at a timestep."""
     predicted = student.predict(labels, parts.inputs(tokens, noise, codebook, timestep), timestep)
     return float((predicted == tokens)[:, parts.first_noise(timestep):].double().mean())

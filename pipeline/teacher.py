@@ -2,10 +2,10 @@
 or fetched as published (teacher.source: download; dd/presets.py has the URLs).
 
 Training is teacher forcing with cross-entropy over every image token; only the model's inputs differ by
-family: a raster (LlamaGen) teacher reads the tokens themselves, a next-scale (VAR) teacher the VQVAE's
-area-downsampled running reconstructions of the coarser scales (block-causal attention over the scales)."""
+family (dd/families/teacher.py): a raster (LlamaGen) teacher reads the tokens themselves, a next-scale (VAR)
+teacher the VQVAE's area-downsampled running reconstructions of the coarser scales (block-causal attention
+over the scales)."""
 import dataclasses
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -14,14 +14,14 @@ from torch import Tensor
 from dd.artifacts import load_tokenizer, tokenizer_weights
 from dd.checkpoint import atomic_write, fetch_published, file_sha256, save_json, save_weights
 from dd.config import Config
+from dd.families import TeacherForcing
+from dd.families.teacher import teacher_family
 from dd.layout import Layout, load_images
 from dd.presets import published
 from dd.provenance import record, stage_entry
-from dd.teachers import build_model, family
+from dd.teachers import build_model
 from dd.training import train
 
-# forward(model, labels (B,), tokens (B, L)) -> teacher-forcing logits (B, L, V)
-TeacherForcing = Callable[[torch.nn.Module, Tensor, Tensor], Tensor]
 
 
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
@@ -42,21 +42,6 @@ def download(config: Config, layout: Layout, progress: bool = True) -> dict:
     return metrics
 
 
-def _raster_forcing(model, tokenizer) -> tuple[int, TeacherForcing]:
-    """LlamaGen: input i is token i - 1 (the class token first). Returns (tokens the model reads, forward)."""
-    return model.config.num_image_tokens, lambda model, labels, tokens: model(labels, tokens)
-
-
-def _next_scale_forcing(model, tokenizer) -> tuple[int, TeacherForcing]:
-    """VAR: scale k's inputs are the VQVAE's f_hat through scale k - 1, resampled to scale k's grid."""
-    return model.config.num_tokens, lambda model, labels, tokens: model(labels, tokenizer.next_scale_inputs(tokens))
-
-
-def teacher_forcing(teacher_name: str, model, tokenizer) -> tuple[int, TeacherForcing]:
-    """(tokens the model reads, its teacher-forcing forward), by the teacher's family."""
-    return {"llamagen": _raster_forcing, "var": _next_scale_forcing}[family(teacher_name)](model, tokenizer)
-
-
 def forcing_loss(forward: TeacherForcing, tokens: Tensor, labels: Tensor, null_class: int, class_dropout: float):
     """The teacher's training loss over all N examples, tokens (N, L) and labels (N,), as dd.training's LossFn:
     cross-entropy of teacher forcing over every token, each label replaced by the null class with probability
@@ -75,7 +60,7 @@ def train_here(config: Config, layout: Layout, progress: bool = True) -> dict:
     tokens, labels = tokenizer.encode(train_set.images), torch.from_numpy(train_set.labels)
     torch.manual_seed(config.teacher.train.seed)           # the initial weights (train.seed also draws the batches)
     model = build_model(layout.teacher)
-    num_tokens, forward = teacher_forcing(layout.teacher, model, tokenizer)
+    num_tokens, forward = teacher_family(layout.teacher).teacher_forcing(model, tokenizer)
     if (model.config.vocab_size, num_tokens) != (tokenizer.codebook_size, tokenizer.num_tokens):
         raise ValueError(f"preset {layout.teacher} expects {model.config.vocab_size} codes x {num_tokens} tokens; "
                          f"the tokenizer makes {tokenizer.codebook_size} x {tokenizer.num_tokens}: match the "

@@ -7,7 +7,7 @@ Speed does not depend on the weights, so the models are the published architectu
                  top-p 0.95), eager
   teacher_graph  the same whole sampling loop captured once as a CUDA graph and replayed
   dd_1step       the DD student's single forward on noise (+ argmax), eager and as a CUDA graph (for VAR the
-                 VARStudent of dd/var_student.py: 1 + 680 positions, block mask, noise/data embedding)
+                 VARStudent of dd/next_scale/student.py: 1 + 680 positions, block mask, noise/data embedding)
   dd_hybrid{K}   hybrid sampling (method.md section 6) as a CUDA graph: the student, K steps of the teacher's
                  own sampler after a prefill of the student's first tokens, the student again from the paper's
                  intermediate timestep (LlamaGen 80 tokens, VAR-d16 5 scales, larger VARs 4); K as in the
@@ -41,16 +41,16 @@ from dd.config import FlowConfig, PairsConfig, RecipeConfig, TrainConfig, resolv
 from dd.models.llamagen import GPT, PRESETS
 from dd.models.var import VAR, PRESETS as VAR_PRESETS
 from dd.models.var_vqvae import MultiScaleVQVAE, PRESETS as VAE_PRESETS
+from dd.next_scale.sampling import sample_var_scales, sample_var_teacher
+from dd.next_scale.student import VARStudent, sample_var_dd
 from dd.pairs import read_pairs, write_pairs
 from dd.presets import paper_recipe
 from dd.provenance import record
-from dd.sampling import sample_teacher
+from dd.raster.sampling import sample_teacher
+from dd.raster.sampling import sequence_map
+from dd.raster.student import DDStudent, sample_dd, student_loss
 from dd.seeding import balanced_labels, per_sample_noise
-from dd.sequence_map import sequence_map
-from dd.student import DDStudent, sample_dd, student_loss
 from dd.training import train
-from dd.var_student import VARStudent, sample_var_dd
-from dd.var_teacher import sample_var_scales, sample_var_teacher
 
 PAPER_RECIPE = RecipeConfig(cfg_scale=2.0, temperature=1.0, top_k=8000, top_p=1.0)   # DD's LlamaGen setting
 VAR_PAPER_RECIPE = RecipeConfig(cfg_scale=2.0, temperature=1.0, top_k=900, top_p=0.95)  # DD's VAR setting

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 import yaml
 
-from dd.artifacts import compute_device
 from dd.config import resolve
+from dd.device import compute_device
 from dd.layout import Layout
 from dd.models.llamagen import GPT, PRESETS as GPT_PRESETS
 from dd.models.llamagen_vq import PRESETS as VQ_PRESETS, VQModel

@@ -24,11 +24,10 @@ import torch
 
 from dd.artifacts import load_frozen_teacher, load_tokenizer, teacher_classes
 from dd.config import load_config
-from dd.evaluation import load_classifier
-from dd.evaluation import frechet_distance, predict
+from dd.evaluation import frechet_distance, load_classifier, predict
+from dd.families.sampling import sampling_family
 from dd.layout import Layout, load_images
 from dd.sampling import TokenMarginals, run_sampler, sample_onestep
-from pipeline.sample import teacher_sampler
 
 
 def main() -> None:
@@ -56,7 +55,8 @@ def main() -> None:
         cfg_scale, top_k = text.split(",")
         recipe = dataclasses.replace(config.recipe, cfg_scale=float(cfg_scale), top_k=int(top_k))
         start = time.perf_counter()
-        tokens, labels = run(teacher_sampler(teacher, tokenizer, recipe), seed=args.seed, description=f"teacher {text}")
+        sampler = sampling_family(args.teacher).teacher_sampler(teacher, tokenizer, recipe)
+        tokens, labels = run(sampler, seed=args.seed, description=f"teacher {text}")
         marginals = TokenMarginals.from_samples(tokens, labels, num_classes, tokenizer.codebook_size)
         onestep, _ = run(functools.partial(sample_onestep, marginals), seed=args.seed + 1, description="onestep")
         teacher_fid, onestep_fid = fid(tokens), fid(onestep)

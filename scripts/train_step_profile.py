@@ -28,14 +28,16 @@ import typer
 from torch.profiler import ProfilerActivity, profile
 
 from dd.config import Config, load_config
+from dd.families import family_of
+from dd.families.teacher import teacher_family
+from dd.next_scale.tokenizer import MultiScaleTokenizer, vqvae_loss
 from dd.provenance import record
-from dd.teachers import build_model, family
+from dd.teachers import build_model
+from dd.tokenizers import build_tokenizer_model
 from dd.training import train
-from dd.var_tokenizer import MultiScaleTokenizer, vqvae_loss
-from dd.vq_tokenizer import build_tokenizer_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.teacher import forcing_loss, teacher_forcing  # noqa: E402
+from pipeline.teacher import forcing_loss  # noqa: E402
 
 EXAMPLES = 20_000
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -52,8 +54,9 @@ def model_and_loss(teacher: str, stage: str, config: Config, channels_last: bool
         images = torch.randint(256, (EXAMPLES, size, size, channels), dtype=torch.uint8, generator=generator)  # (N, H, W, C)
         return model, lambda model, indices, generator: vqvae_loss(model, images[indices], config.vqvae.commitment)
     model = build_model(teacher)
-    tokenizer = MultiScaleTokenizer(build_tokenizer_model(config.vqvae.preset)) if family(teacher) == "var" else None
-    num_tokens, forward = teacher_forcing(teacher, model, tokenizer)
+    is_next_scale = family_of(teacher) == "next_scale"         # its teacher forcing reads the VQVAE's inputs
+    tokenizer = MultiScaleTokenizer(build_tokenizer_model(config.vqvae.preset)) if is_next_scale else None
+    num_tokens, forward = teacher_family(teacher).teacher_forcing(model, tokenizer)
     tokens = torch.randint(model.config.vocab_size, (EXAMPLES, num_tokens), generator=generator)  # (N, L)
     labels = torch.randint(model.config.num_classes, (EXAMPLES,), generator=generator)          # (N,)
     return model, forcing_loss(forward, tokens, labels, model.config.num_classes, config.teacher.class_dropout)
@@ -72,7 +75,7 @@ def main(teacher: str = typer.Argument(..., metavar="TEACHER", help="a teacher p
          params: Path = typer.Option(PARAMS, help="the params file")) -> None:
     if stage not in ("teacher", "tokenizer"):
         raise typer.BadParameter(f"--stage {stage}: use teacher or tokenizer")
-    if stage == "tokenizer" and family(teacher) != "var":
+    if stage == "tokenizer" and family_of(teacher) != "next_scale":
         raise typer.BadParameter(f"{teacher}'s tokenizer stage fits k-means, with no training loop: "
                                  "--stage tokenizer is for a next-scale (VAR) teacher")
     if channels_last and stage != "tokenizer":

@@ -5,7 +5,7 @@ from dd.checkpoint import load_state_dict, save_weights, with_weights
 from dd.models.llamagen import GPT, PRESETS as GPT_PRESETS
 from dd.models.var import VAR, PRESETS as VAR_PRESETS
 from dd.models.var_vqvae import MultiScaleVQVAE, PRESETS as VAE_PRESETS
-from dd.var_student import VARStudent
+from dd.next_scale.student import VARStudent
 
 
 def test_saving_the_same_weights_twice_gives_the_same_bytes(tmp_path):

@@ -6,7 +6,7 @@ import torch
 
 from dd.config import FlowConfig, PairsConfig, RecipeConfig
 from dd.pairs import CorruptPairsError, read_pairs, shard_name, write_pairs
-from dd.sequence_map import sequence_map
+from dd.raster.sampling import sequence_map
 from tests.helpers import MICRO, micro_codebook, micro_teacher
 
 RECIPE, FLOW = RecipeConfig(cfg_scale=1.5, top_k=8), FlowConfig(solver_steps=8)
@@ -129,7 +129,7 @@ def test_pairs_follow_the_teachers_law(tmp_path):
     recipe = RecipeConfig(cfg_scale=1.0)
     _write_with(tmp_path, teacher, micro_codebook(), recipe, FlowConfig(), config, _record())
     _, tokens, labels = read_pairs(tmp_path)
-    from dd.teachers import apply_recipe
+    from dd.raster.teacher import apply_recipe
     probs = apply_recipe(teacher(torch.tensor([0]), torch.zeros(1, 1, dtype=torch.long))[0], recipe)[0]
     observed = torch.bincount(tokens[labels == 0, 0], minlength=MICRO.vocab_size).float() / (labels == 0).sum()
     assert 0.5 * (observed - probs).abs().sum() < 0.12   # 200 draws over 16 codes: sampling noise ~0.06
@@ -143,7 +143,7 @@ def test_var_pairs_stage_gives_the_same_shards_whatever_the_batch_size(tmp_path)
     from dd.checkpoint import save_weights
     from dd.config import config_from_dict
     from dd.models.var_vqvae import PRESETS as VQVAE_PRESETS, MultiScaleVQVAE
-    from dd.sequence_map import scale_sequence_map
+    from dd.next_scale.sampling import scale_sequence_map
     from dd.seeding import per_sample_noise
     from tests.test_var import build_tiny
 

@@ -14,8 +14,8 @@ def test_every_stage_in_dvc_yaml_lists_exactly_the_code_it_runs():
     assert dvc_deps_problems(STAGES) == []
 
 
-@pytest.mark.parametrize("stage, module", [("pairs", "dd/flow.py"), ("student", "dd/student.py"),
-                                           ("sample_dd", "dd/var_teacher.py"), ("latency", "pipeline/sample_dd.py")])
+@pytest.mark.parametrize("stage, module", [("pairs", "dd/flow.py"), ("student", "dd/raster/student.py"),
+                                           ("sample_dd", "dd/next_scale/teacher.py"), ("latency", "pipeline/sample_dd.py")])
 def test_the_check_names_a_module_removed_from_a_stage(stage, module):
     stages = copy.deepcopy(STAGES)
     stages[stage]["do"]["deps"].remove(module)
@@ -28,9 +28,12 @@ def test_upstream_stages_do_not_run_downstream_code():
     """What a stage imports decides what reruns it: a change to the student, the evaluation or the latency
     benchmark must not retrain the tokenizer or the teacher, nor regenerate the pairs."""
     for stage in ("data", "tokenizer", "teacher", "pairs"):
-        assert not {"dd/student.py", "dd/var_student.py", "dd/evaluation.py", "dd/latency.py",
-                    "dd/sampling.py"} & set(stage_code_files(stage)), stage
-    assert "dd/flow.py" in stage_code_files("pairs") and "dd/flow.py" not in stage_code_files("teacher")
+        assert not {"dd/raster/student.py", "dd/next_scale/student.py", "dd/dd1.py", "dd/evaluation.py",
+                    "dd/latency.py"} & set(stage_code_files(stage)), stage
+    for stage in ("tokenizer", "teacher"):
+        assert not {"dd/flow.py", "dd/pairs.py", "dd/raster/sampling.py", "dd/next_scale/sampling.py"} & set(
+            stage_code_files(stage)), stage
+    assert {"dd/flow.py", "dd/raster/sampling.py", "dd/next_scale/sampling.py"} <= set(stage_code_files("pairs"))
     assert not [name for name in stage_code_files("data") if name.startswith("dd/models/")]
 
 

@@ -16,7 +16,7 @@ from dd.layout import Layout
 from dd.models.llamagen import GPT, PRESETS as LLAMAGEN_PRESETS
 from dd.models.llamagen_vq import PRESETS as VQ_PRESETS, VQConfig, VQModel
 from dd.presets import PUBLISHED, Published
-from dd.vq_tokenizer import VQTokenizer
+from dd.raster.vq_tokenizer import VQTokenizer
 from tests.test_download import checkpoint_bytes, hub, serve  # noqa: F401  (hub is a fixture)
 
 # A VQ with llamagen-tiny's vocabulary (256 codes of dimension 8) and VQ-16's structure, small for a CPU.

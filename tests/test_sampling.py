@@ -6,10 +6,11 @@ import torch
 
 from dd.config import RecipeConfig
 from dd.flow import flow_map
-from dd.sampling import TokenMarginals, complete_skip, run_sampler, sample_onestep, sample_skip, sample_teacher
+from dd.raster.sampling import complete_skip, sample_skip, sample_teacher
+from dd.raster.student import DDStudent, sample_dd, student_inputs
+from dd.raster.teacher import apply_recipe
+from dd.sampling import TokenMarginals, run_sampler, sample_onestep
 from dd.seeding import balanced_labels, inverse_cdf, per_sample_noise, token_uniforms
-from dd.student import DDStudent, sample_dd, student_inputs
-from dd.teachers import apply_recipe
 from tests.helpers import MICRO, CountingStudent, micro_codebook, micro_teacher
 
 RECIPE = RecipeConfig(cfg_scale=1.5, top_k=8, top_p=0.9)

@@ -1,7 +1,8 @@
 """The DD student: initialised from the teacher, separate from it, trained by cross-entropy on pairs (one-hot or soft targets)."""
 import torch
 
-from dd.student import DDStudent, soft_targets, student_inputs, student_loss
+from dd.dd1 import soft_targets
+from dd.raster.student import DDStudent, student_inputs, student_loss
 from tests.helpers import MICRO, assert_same_tensors, micro_codebook, micro_teacher
 
 

@@ -3,7 +3,8 @@ import numpy as np
 import torch
 
 from dd.config import TokenizerConfig
-from dd.tokenizer import fit_tokenizer, tokenizer_metrics
+from dd.raster.tokenizer import fit_tokenizer
+from dd.tokenizers import tokenizer_metrics
 
 
 def _images(count=200, seed=0):

@@ -5,8 +5,7 @@ import math
 import torch
 
 from dd.models.var import PRESETS, VAR
-from dd.var_student import (VARStudent, data_mask, noise_position_loss, sample_var_dd, student_attn_bias,
-                            student_inputs, student_loss)
+from dd.next_scale.student import (VARStudent, data_mask, noise_position_loss, sample_var_dd, student_attn_bias, student_inputs, student_loss)
 from tests.helpers import CountingStudent, assert_same_tensors
 from tests.test_var import build_tiny
 

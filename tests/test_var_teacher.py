@@ -8,9 +8,10 @@ from dd.config import FlowConfig, RecipeConfig
 from dd.flow import flow_map
 from dd.models.var import VAR, PRESETS as VAR_PRESETS, cfg_ramp
 from dd.models.var_vqvae import MultiScaleVQVAE, PRESETS as VAE_PRESETS
-from dd.sequence_map import scale_sequence_map
+from dd.next_scale.sampling import scale_sequence_map
+from dd.next_scale.sampling import SKIP_SCALES, sample_var_scales, sample_var_teacher
+from dd.next_scale.teacher import generate_var, guided_probs
 from dd.seeding import balanced_labels, inverse_cdf, per_sample_noise, token_uniforms
-from dd.var_teacher import SKIP_SCALES, generate_var, guided_probs, sample_var_scales, sample_var_teacher
 from tests.test_var import build_tiny
 
 RECIPE = RecipeConfig(cfg_scale=2.0, temperature=1.0, top_k=16, top_p=0.95)

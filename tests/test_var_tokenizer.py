@@ -5,14 +5,14 @@ import dataclasses
 import numpy as np
 import torch
 
-import pipeline.tokenizer
 from dd.artifacts import load_tokenizer
 from dd.checkpoint import save_weights
 from dd.config import resolve
 from dd.data import ImageSet
 from dd.layout import Layout
 from dd.models.var_vqvae import PRESETS, MultiScaleVQVAE
-from dd.var_tokenizer import MultiScaleTokenizer, initialise_codebook, scale_usage, to_pixels, vqvae_loss
+from dd.next_scale import tokenizer as next_scale_tokenizer
+from dd.next_scale.tokenizer import MultiScaleTokenizer, initialise_codebook, scale_usage, to_pixels, vqvae_loss
 
 TINY = PRESETS["vae-tiny"]        # 32x32 grey -> 8x8 latent, scales (1, 2, 3, 4, 6, 8): 130 tokens, V = 256, E = 8
 
@@ -123,19 +123,19 @@ def test_the_vqvae_stage_starts_afresh_when_the_preset_architecture_changes(tmp_
     """The run fingerprint covers the preset's architecture: a checkpoint of the old shape is not resumed into
     the new one (which would fail to load), and the new run starts at step 0."""
     layout = Layout("var-tiny", data_root=tmp_path / "data", metrics_root=tmp_path / "metrics")
-    for split, seed in (("train", 0), ("test", 1)):
+    for split, seed in (("train", 0), ("validation", 1)):
         ImageSet(images(8, seed), np.zeros(8, dtype=np.int64), ("box",)).save(layout.dataset_dir / f"{split}.npz")
     short = {"train_steps": 2, "batch_size": 4, "checkpoint_every": 1, "compile": False}
     config = resolve({"overrides": {"var-tiny": {"vqvae": {"preset": "vae-tiny", "train": short}}}}, "var-tiny")
 
-    pipeline.tokenizer.vqvae(config, layout, progress=False)
+    next_scale_tokenizer.make_tokenizer(config, layout, progress=False)
     first = torch.load(layout.tokenizer_dir / "checkpoint.pt", weights_only=True)
     assert first["step"] == 2
 
     wider = dataclasses.replace(TINY, ch_mult=(1, 2, 2))
-    monkeypatch.setitem(pipeline.tokenizer.VQVAE_PRESETS, "vae-tiny", wider)
+    monkeypatch.setitem(next_scale_tokenizer.PRESETS, "vae-tiny", wider)
     capsys.readouterr()
-    pipeline.tokenizer.vqvae(config, layout, progress=False)
+    next_scale_tokenizer.make_tokenizer(config, layout, progress=False)
     assert "starting this training afresh" in capsys.readouterr().out
     second = torch.load(layout.tokenizer_dir / "checkpoint.pt", weights_only=True)
     assert second["provenance"]["params"] != first["provenance"]["params"]

@@ -9,7 +9,7 @@ published vae_ch160v4096z32.pth loads with ``load_state_dict(strict=True)``.
 
 Training (``quantize_with_loss`` and ``forward``) follows the reference's VectorQuantizer2.forward: the commitment
 loss, the codebook loss and the straight-through estimator. Left out: the code-usage EMA updates (the usage
-buffer ``quantize.ema_vocab_hit_SV`` is kept only so checkpoints load; dd/var_tokenizer.py measures usage on
+buffer ``quantize.ema_vocab_hit_SV`` is kept only so checkpoints load; dd/next_scale/tokenizer.py measures usage on
 held-out images instead), dropout, and the perceptual and GAN losses of VAR's VQVAE training.
 
 Dimension letters used in shape comments:

@@ -1,6 +1,7 @@
-"""VAR as a teacher: its next-scale sampling loop, with the KV cache across scales and its recipe.
+"""The next-scale (VAR) family's teacher: its recipe, its next-scale loop with the KV cache across scales, and its
+teacher forcing.
 
-The loop mirrors dd.teachers.generate for raster-order models: at each scale the transformer gives logits for
+The loop mirrors dd.raster.teacher.generate for raster-order models: at each scale the transformer gives logits for
 all tokens of that scale at once (they are independent given the coarser scales), the recipe turns them into
 the categorical the teacher samples from, and a `choose` function picks the tokens: an inverse-CDF draw for
 ordinary sampling, the DD flow map for pairs (method.md section 3: each token maps its own noise). The
@@ -9,9 +10,12 @@ input. Shapes depend only on the Python int scale index and nothing synchronises
 whole loop can be captured as one CUDA graph.
 
 Recipe (VAR's autoregressive_infer_cfg): guidance ramps over scales, t_k = cfg * k / (K - 1), and the guided
-logits are (1 + t_k) cond - t_k uncond, i.e. dd.teachers' constant-CFG formula with scale 1 + t_k; then
+logits are (1 + t_k) cond - t_k uncond, i.e. LlamaGen's constant-CFG formula with scale 1 + t_k; then
 temperature, top-k and top-p as for LlamaGen. So recipe.cfg_scale means VAR's `cfg`, not LlamaGen's scale:
 cfg 0 is unguided (and runs only the conditional rows), cfg 1 still guides the last scale with weight 2.
+
+The family interface's teacher part (dd/families/__init__.py): `teacher_forcing`. The samplers built on the
+loop are dd/next_scale/sampling.py.
 
 Dimensions: B batch, P tokens of one scale, V codebook size, E code dim, K scales, L tokens of all scales.
 """
@@ -23,16 +27,13 @@ import torch
 from torch import Tensor
 
 from dd.config import RecipeConfig
+from dd.families import TeacherForcing
 from dd.models.var import VAR, VARKVCache, cfg_ramp
 from dd.models.var_vqvae import MultiScaleVQVAE
-from dd.seeding import inverse_cdf, token_uniforms
 from dd.teachers import sampling_probs
 
 # choose(probs (B*P, V), scale_index) -> tokens (B*P,)
 ScaleChooser = Callable[[Tensor, int], Tensor]
-
-# The skip baselines reported for VAR teachers, in scales skipped at the end (the paper's VAR-skip-1 and -2).
-SKIP_SCALES = (1, 2)
 
 
 def guided_by(recipe: RecipeConfig) -> bool:
@@ -94,23 +95,11 @@ def generate_var(model: VAR, vqvae: MultiScaleVQVAE, labels: Tensor, recipe: Rec
     return tokens
 
 
-@torch.inference_mode()
-def sample_var_teacher(model: VAR, vqvae: MultiScaleVQVAE, recipe: RecipeConfig, labels: Tensor,
-                       noise: Tensor, num_scales: int | None = None, given: Tensor | None = None) -> list[Tensor]:
-    """The teacher's own sampling: token i drawn by inverse CDF with u_i = Phi(noise[:, i, 0]); noise (B, L, E).
-    One LongTensor (B, P_k) per scale, for the first num_scales scales (all K by default); `given` as in
-    generate_var."""
-    uniforms = token_uniforms(noise)                                                 # (B, L)
-    slices = model.config.scale_slices
-    return generate_var(model, vqvae, labels, recipe,
-                        lambda probs, k: inverse_cdf(probs, uniforms[:, slices[k][0]:slices[k][1]].flatten()),
-                        num_scales, given)
+# ---------------------------------------------------------------------------------------------------------
+# The family interface (dd/families/__init__.py)
+# ---------------------------------------------------------------------------------------------------------
 
-
-def sample_var_scales(model: VAR, vqvae: MultiScaleVQVAE, recipe: RecipeConfig, num_scales: int, labels: Tensor,
-                      noise: Tensor, given: Tensor | None = None) -> Tensor:
-    """sample_var_teacher's tokens flattened to (B, L_k), L_k the tokens of the first num_scales scales: with all K
-    scales the teacher's samples; with K - k the skip-k baseline (method.md section 6), a teacher that stops
-    before its last k scales, whose images are decoded from the partial reconstruction f_hat it has. `given`
-    as in generate_var."""
-    return torch.cat(sample_var_teacher(model, vqvae, recipe, labels, noise, num_scales, given), dim=1)
+def teacher_forcing(model: VAR, tokenizer) -> tuple[int, TeacherForcing]:
+    """Scale k's inputs are the VQVAE's f_hat through scale k - 1, resampled to scale k's grid. Returns (tokens
+    the model reads, forward)."""
+    return model.config.num_tokens, lambda model, labels, tokens: model(labels, tokenizer.next_scale_inputs(tokens))

@@ -1,7 +1,7 @@
 """VAR's multi-scale VQVAE as a tokenizer: the interface every stage uses, its training loss and its metrics.
 
 `MultiScaleTokenizer` puts a MultiScaleVQVAE (dd/models/var_vqvae.py) behind the interface of the k-means
-PatchTokenizer (dd/tokenizer.py) and the published LlamaGen VQ (dd/vq_tokenizer.py): `encode` / `decode`
+PatchTokenizer (dd/raster/tokenizer.py) and the published LlamaGen VQ (dd/raster/vq_tokenizer.py): `encode` / `decode`
 between uint8 images (N, H, W, C) and tokens (N, L), `codebook` (V, E), `num_tokens`, `codebook_size`. Tokens
 are the K scales' token maps flattened coarse to fine, raster order within a scale (VARConfig.scale_slices),
 the layout the VAR teacher, the pairs and the student share. `decode` also takes the tokens of the first k
@@ -34,11 +34,15 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from dd.checkpoint import load_json, load_state_dict, with_weights
-from dd.config import TrainConfig
+from dd.checkpoint import file_sha256, load_json, load_state_dict, save_json, save_weights, with_weights
+from dd.config import Config, TrainConfig
+from dd.device import compute_device
+from dd.layout import Layout, load_images
 from dd.models.var_vqvae import PRESETS, MultiScaleVQVAE, VQVAEConfig
+from dd.provenance import record, stage_entry
+from dd.teachers import preset_config
+from dd.tokenizers import SIDECAR, tokenizer_metrics
 from dd.training import train
-from dd.vq_tokenizer import SIDECAR
 
 
 def to_pixels(images: np.ndarray | Tensor) -> Tensor:
@@ -177,3 +181,47 @@ def scale_usage(tokenizer: MultiScaleTokenizer, tokens: Tensor) -> dict:
         usage.append(float((counts > 0).double().mean()))
         perplexity.append(float((-(frequencies * frequencies.log()).sum()).exp()))
     return {"codebook_usage_per_scale": usage, "codebook_perplexity_per_scale": perplexity}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The family interface (dd/families/__init__.py)
+# ---------------------------------------------------------------------------------------------------------
+
+def checked_vqvae_config(preset: str, teacher: str, image_shape: tuple[int, ...]) -> VQVAEConfig:
+    """vqvae.preset's architecture, if its codes and scales are the teacher's and it takes the data's images."""
+    if preset not in PRESETS:
+        raise ValueError(f"vqvae.preset {preset!r} is not a VQVAE preset: {', '.join(PRESETS)}")
+    vqvae_config = PRESETS[preset]
+    made, read = [(c.vocab_size, c.code_dim, c.patch_nums) for c in (vqvae_config, preset_config(teacher))]
+    if made != read:
+        raise ValueError(f"vqvae.preset {preset} makes (codes, code dim, scales) {made} but teacher {teacher} "
+                         f"reads {read}: name the VQVAE preset built for it")
+    if image_shape != (vqvae_config.image_size, vqvae_config.image_size, vqvae_config.in_channels):
+        raise ValueError(f"vqvae.preset {preset} takes {vqvae_config.image_size} px images with "
+                         f"{vqvae_config.in_channels} channels; the data stage made {image_shape}")
+    return vqvae_config
+
+
+def make_tokenizer(config: Config, layout: Layout, progress: bool = True) -> dict:
+    """VAR's multi-scale VQVAE (vqvae.*) trained on the train split (rerun to resume), saved as a published one
+    is (tokenizer.json); metrics on the validation split."""
+    train_set, validation = load_images(layout, "train"), load_images(layout, "validation")
+    preset = config.vqvae.preset
+    vqvae_config = checked_vqvae_config(preset, layout.teacher, train_set.images.shape[1:])
+    (layout.tokenizer_dir / SIDECAR).unlink(missing_ok=True)          # until the new weights are saved
+    # A checkpoint is resumed only under the same params, preset architecture, training images and code.
+    provenance = record(stage_entry("tokenizer"), config.vqvae, config.data, layout.teacher, vqvae_config,
+                        file_sha256(layout.dataset_dir / "train.npz"))
+    trained = train_vqvae(vqvae_config, torch.from_numpy(train_set.images), config.vqvae.train,
+                          config.vqvae.commitment, config.vqvae.seed, layout.tokenizer_dir,
+                          layout.tokenizer_dir / "train_log.jsonl", provenance, f"tokenizer {layout.teacher}",
+                          progress, compute_device())
+    tokenizer = MultiScaleTokenizer(trained)
+    tokens = tokenizer.encode(validation.images)
+    metrics = {**tokenizer_metrics(tokenizer, validation.images, tokens), **scale_usage(tokenizer, tokens)}
+    # tokenizer.json, written last beside the weights, is what load_tokenizer looks for (as for a published VQ).
+    save_weights(layout.tokenizer_dir / "tokenizer.pt", trained.state_dict(),
+                 {"source": "train", "preset": preset, "weights": "tokenizer.pt", "grid_size": None,
+                  "train_steps": config.vqvae.train.train_steps, **metrics})
+    save_json(layout.metrics_dir / "tokenizer.json", metrics)
+    return metrics

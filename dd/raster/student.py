@@ -19,7 +19,7 @@ still noise against a target that is the pair's token softened over its neighbou
     nearest-neighbour distance (target_width 0: the one-hot token, plain cross-entropy).
 Why: the target is a deterministic function of (class, noise), so one-hot cross-entropy is its maximum-
 likelihood fit and argmax its sampler, but it scores a miss by a look-alike code as badly as a miss by an
-unrelated one. The codes keep the pixel geometry (dd/tokenizer.py), so the soft target teaches the student
+unrelated one. The codes keep the pixel geometry (dd/raster/tokenizer.py), so the soft target teaches the student
 that a near miss is nearly right. On the embedded default (900 steps, FID of 10k samples), on one teacher's
 pairs: width 0 (one-hot) 1-step 17.61 / 2-step 15.68, 0.5 16.38 / 16.26, 0.8 18.62 (1 step); on a later
 teacher's pairs: 0.3 15.42 / 14.59 against 0.5 16.42 / 15.96. So 0.3 was compared side by side with 0.5 only.
@@ -48,6 +48,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dd.checkpoint import with_weights
+from dd.dd1 import NoiseLogits, check_dd_steps
+from dd.families import StudentParts
 from dd.models.llamagen import GPT
 from dd.sampling import TeacherContinuation
 
@@ -67,20 +69,6 @@ def student_inputs(tokens: Tensor, noise: Tensor, codebook: Tensor, timestep: in
     """
     is_data = data_mask(tokens.shape[1], timestep, tokens.device)
     return torch.where(is_data[..., None], codebook[tokens], noise)          # (B, L, d)
-
-
-class NoiseLogits(nn.Linear):
-    """Linear(d -> V), no bias: <W_j, x_i> added to the logit of code j at position i, x_i the position's input
-    (noise, or a code where the position is already data: those logits are never used). Zero when built; a
-    student from a teacher starts it at the codebook (start_from), the flow-map rule above."""
-
-    def __init__(self, code_dim: int, codebook_size: int):
-        super().__init__(code_dim, codebook_size, bias=False)
-        nn.init.zeros_(self.weight)
-
-    @torch.no_grad()
-    def start_from(self, codebook: Tensor) -> None:
-        self.weight.copy_(codebook)         # (V, d); copy_ converts to the weight's dtype and device
 
 
 class DDStudent(nn.Module):
@@ -123,17 +111,6 @@ class DDStudent(nn.Module):
         return self.forward(labels, inputs, timestep).argmax(-1)
 
 
-def soft_targets(codebook: Tensor, target_width: float) -> Tensor:
-    """The target distribution of each token over the codes (V, V), row y for token y (see Loss above)."""
-    if target_width <= 0:
-        return torch.eye(len(codebook), dtype=codebook.dtype, device=codebook.device)
-    distances = torch.cdist(codebook.double(), codebook.double())                              # (V, V)
-    nearest = distances.masked_fill(torch.eye(len(codebook), dtype=torch.bool, device=codebook.device),
-                                    float("inf")).min(1).values                                 # (V,)
-    sigma = target_width * nearest.median()
-    return torch.softmax(-distances**2 / (2 * sigma**2), dim=1).to(codebook.dtype)             # (V, V)
-
-
 def student_loss(student: DDStudent, labels: Tensor, noise: Tensor, tokens: Tensor, codebook: Tensor, timesteps: Tensor,
                  targets: Tensor | None = None) -> Tensor:
     """Cross-entropy at the positions still noise at each sample's timestep (B,), against the rows of
@@ -174,13 +151,15 @@ def sample_dd(student, codebook: Tensor, steps: int, intermediate: int, labels: 
     return tokens
 
 
-def check_dd_steps(steps: int, intermediate: int, last_timestep: int, teacher: TeacherContinuation | None,
-                   teacher_steps: int) -> None:
-    """DD sampling's settings, in timesteps (tokens or scales): a clear error instead of wrong samples."""
-    if steps not in (1, 2):
-        raise ValueError(f"DD samples in 1 or 2 student steps, not {steps}")
-    if steps == 2 and not 0 < intermediate < last_timestep:
-        raise ValueError(f"the second step starts at timestep {intermediate}, outside 1..{last_timestep - 1}")
-    if teacher_steps and (steps != 2 or teacher is None or not 0 < teacher_steps <= intermediate):
-        raise ValueError(f"hybrid sampling needs 2 steps, a teacher and 0 < teacher_steps <= {intermediate} "
-                         f"(got steps={steps}, teacher_steps={teacher_steps})")
+# ---------------------------------------------------------------------------------------------------------
+# The family interface (dd/families/__init__.py)
+# ---------------------------------------------------------------------------------------------------------
+
+def student_parts(teacher: GPT) -> StudentParts:
+    """Timesteps count tokens: at timestep t the first t tokens are data."""
+    return StudentParts(DDStudent.from_teacher, student_loss, student_inputs, lambda t: t,
+                        teacher.config.num_image_tokens, "tokens", sample_dd)
+
+
+def empty_student(teacher: GPT, code_dim: int) -> DDStudent:
+    return DDStudent(teacher, code_dim)

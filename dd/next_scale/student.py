@@ -42,16 +42,19 @@ V codebook size, E code dim (Cvae), K scales.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
 from dd.checkpoint import with_weights
+from dd.dd1 import NoiseLogits, check_dd_steps
+from dd.families import StudentParts
 from dd.models.attention import visibility_bias
 from dd.models.var import VAR, AdaLNSelfAttn, VARConfig, layer_norm
 from dd.sampling import TeacherContinuation
-from dd.student import NoiseLogits, check_dd_steps
 
 
 def token_scales(config: VARConfig, device) -> Tensor:
@@ -203,7 +206,7 @@ class VARStudent(nn.Module):
 def noise_position_loss(logits: Tensor, tokens: Tensor, timesteps: int | Tensor, config: VARConfig,
                         targets: Tensor | None = None) -> Tensor:
     """Mean cross-entropy of logits (B, L, V) over the positions still noise, against the one-hot tokens (B, L)
-    or, given `targets` (V, V) from dd.student.soft_targets, against each token's soft target row."""
+    or, given `targets` (V, V) from dd.dd1.soft_targets, against each token's soft target row."""
     is_noise = ~data_mask(config, timesteps, tokens.device)                             # (1 or B, L)
     is_noise = is_noise.expand_as(tokens).float()                                       # (B, L)
     if targets is None:
@@ -229,7 +232,7 @@ def sample_var_dd(student: VARStudent, codebook: Tensor, steps: int, intermediat
 
     1 step: argmax at t = 0 on pure noise. 2 steps: keep the first `intermediate_scales` scales of the 1-step
     output as data, the same noise elsewhere, run the student at t = intermediate_scales and take its tokens for
-    the later scales. Hybrid (teacher_steps > 0) as dd.student.sample_dd, in scales: the teacher remakes
+    the later scales. Hybrid (teacher_steps > 0) as dd.raster.student.sample_dd, in scales: the teacher remakes
     scales m - teacher_steps..m-1 (m = intermediate_scales) before the second call. Only the Python ints select
     the work; nothing synchronises with the device and every shape is static.
     """
@@ -248,3 +251,18 @@ def sample_var_dd(student: VARStudent, codebook: Tensor, steps: int, intermediat
         keep = data_mask(config, intermediate_scales, noise.device)              # (1, L)
         tokens = torch.where(keep, tokens, refined)                             # (B, L)
     return tokens
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The family interface (dd/families/__init__.py)
+# ---------------------------------------------------------------------------------------------------------
+
+def student_parts(teacher: VAR) -> StudentParts:
+    """Timesteps count scales: at timestep t the first t scales are data."""
+    config = teacher.config
+    return StudentParts(VARStudent.from_teacher, student_loss, functools.partial(student_inputs, config=config),
+                        lambda t: config.scale_slices[t][0], config.num_scales, "scales", sample_var_dd)
+
+
+def empty_student(teacher: VAR, code_dim: int) -> VARStudent:
+    return VARStudent(teacher.config)

@@ -26,7 +26,11 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from dd.config import TokenizerConfig
+from dd.checkpoint import save_json, save_torch
+from dd.config import Config, TokenizerConfig
+from dd.layout import Layout, load_images
+from dd.progress import progress_bar
+from dd.tokenizers import SIDECAR, tokenizer_metrics
 
 
 @dataclass(frozen=True)
@@ -126,19 +130,17 @@ def _code_vectors(centroids: Tensor, code_dim: int) -> Tensor:
     return (projected / projected.var(0).mean().sqrt()).float()
 
 
-def tokenizer_metrics(tokenizer: PatchTokenizer, images: np.ndarray, tokens: torch.Tensor | None = None) -> dict:
-    """Reconstruction error and codebook usage on a held-out image set (tokens: its encoding, when already made).
+# ---------------------------------------------------------------------------------------------------------
+# The family interface (dd/families/__init__.py)
+# ---------------------------------------------------------------------------------------------------------
 
-    Any tokenizer with encode, decode and codebook_size will do (dd/var_tokenizer.py's too)."""
-    tokens = tokenizer.encode(images) if tokens is None else tokens
-    reconstructions = tokenizer.decode(tokens)
-    error = (reconstructions.astype(np.float64) - images.astype(np.float64)) / 255.0
-    counts = torch.bincount(tokens.flatten(), minlength=tokenizer.codebook_size).double()
-    frequencies = counts / counts.sum()
-    entropy = -(frequencies[frequencies > 0] * frequencies[frequencies > 0].log()).sum()
-    return {
-        "reconstruction_mse": float((error**2).mean()),
-        "reconstruction_psnr": float(10 * np.log10(1.0 / max((error**2).mean(), 1e-12))),
-        "codebook_usage": float((counts > 0).double().mean()),
-        "codebook_perplexity": float(entropy.exp()),
-    }
+def make_tokenizer(config: Config, layout: Layout, progress: bool = True) -> dict:
+    """k-means patches (tokenizer.*) fitted on the train split; metrics on the validation split."""
+    train, validation = load_images(layout, "train"), load_images(layout, "validation")
+    (layout.tokenizer_dir / SIDECAR).unlink(missing_ok=True)          # a downloaded VQ's, which would load instead
+    with progress_bar("tokenizer k-means", config.tokenizer.kmeans_iterations, enabled=progress) as advance:
+        tokenizer = fit_tokenizer(train.images, config.tokenizer, progress=advance)
+    save_torch(layout.tokenizer_dir / "tokenizer.pt", tokenizer.state_dict())
+    metrics = tokenizer_metrics(tokenizer, validation.images)
+    save_json(layout.metrics_dir / "tokenizer.json", metrics)
+    return metrics

@@ -1,4 +1,4 @@
-"""A published VQ autoencoder behind the tokenizer interface every stage uses (the one dd/tokenizer.py's
+"""A published VQ autoencoder behind the tokenizer interface every stage uses (the one dd/raster/tokenizer.py's
 k-means PatchTokenizer has), so a downloaded LlamaGen VQ-16 slots in where the embedded default's tokenizer
 sits.
 
@@ -8,7 +8,7 @@ images (N, H, W, C) and raster-order tokens (N, L).
 
 The tokenizer stage (source: download) fetches the weights and writes tokenizer.json naming them; `load`
 rebuilds the model from it. Next-scale (VAR) VQVAEs are fetched and verified the same way and sit behind the
-same interface in dd/var_tokenizer.py (MultiScaleTokenizer), which loads them.
+same interface in dd/next_scale/tokenizer.py (MultiScaleTokenizer), which loads them.
 """
 from __future__ import annotations
 
@@ -20,18 +20,8 @@ from einops import rearrange
 from torch import Tensor
 
 from dd.checkpoint import load_json, load_state_dict, with_weights
-from dd.models.llamagen_vq import PRESETS as VQ_PRESETS, VQModel
-from dd.models.var_vqvae import PRESETS as VAE_PRESETS, MultiScaleVQVAE
-
-SIDECAR = "tokenizer.json"
-
-
-def build_tokenizer_model(preset: str) -> VQModel | MultiScaleVQVAE:
-    if preset in VQ_PRESETS:
-        return VQModel(VQ_PRESETS[preset])
-    if preset in VAE_PRESETS:
-        return MultiScaleVQVAE(VAE_PRESETS[preset])
-    raise ValueError(f"unknown tokenizer preset '{preset}'; available: {', '.join([*VQ_PRESETS, *VAE_PRESETS])}")
+from dd.models.llamagen_vq import VQModel
+from dd.tokenizers import SIDECAR, build_tokenizer_model
 
 
 class VQTokenizer:
@@ -47,7 +37,7 @@ class VQTokenizer:
         model = with_weights(lambda: build_tokenizer_model(meta["preset"]), load_state_dict(folder / meta["weights"]))
         if not isinstance(model, VQModel):
             raise ValueError(f"{folder} holds a next-scale VQVAE ({meta['preset']}): load it with "
-                             "dd.var_tokenizer.MultiScaleTokenizer (dd.artifacts.load_tokenizer picks it)")
+                             "dd.next_scale.tokenizer.MultiScaleTokenizer (dd.artifacts.load_tokenizer picks it)")
         return cls(model.to(device), meta["grid_size"])
 
     @property
