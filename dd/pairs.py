@@ -140,8 +140,8 @@ def _claim(out_dir: Path, provenance: dict, num_shards: int, rank: int) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     record_path = out_dir / PROVENANCE
     if rank == 0:
-        previous = json.loads(record_path.read_text()) if record_path.exists() else None
-        reason = changes(previous, provenance) if previous is not None or any(out_dir.iterdir()) else None
+        previous = _read_record(record_path)
+        reason = None if previous is None and not any(out_dir.iterdir()) else changes(previous, provenance)
         shards = sorted(out_dir.glob("pairs-*.tar"))
         stale = shards if reason else [p for p in shards if p.name >= shard_name(num_shards)]
         if stale:
@@ -151,7 +151,7 @@ def _claim(out_dir: Path, provenance: dict, num_shards: int, rank: int) -> None:
         for path in out_dir.iterdir():
             if path not in keep and path.is_file():
                 path.unlink()
-        if reason or previous is None:
+        if previous != provenance:
             save_json(record_path, provenance)
     if dist.is_initialized():
         dist.barrier()
@@ -164,7 +164,7 @@ def _is_kept(out_dir: Path, shard: int, count: int) -> bool:
     if not path.exists():
         checksum_path.unlink(missing_ok=True)
         return False
-    checksum = json.loads(checksum_path.read_text()) if checksum_path.exists() else None
+    checksum = _read_record(checksum_path)
     if checksum is not None and checksum["count"] == count and file_sha256(path) == checksum["sha256"]:
         return True
     why = ("has no checksum (its run was stopped before writing it)" if checksum is None else
@@ -174,6 +174,14 @@ def _is_kept(out_dir: Path, shard: int, count: int) -> bool:
     path.unlink()
     checksum_path.unlink(missing_ok=True)
     return False
+
+
+def _read_record(path: Path) -> dict | None:
+    """A small JSON file this module wrote (atomically), or None where there is none or it was damaged since."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
 
 
 def _write_tar(path: Path, samples: list[dict]) -> None:

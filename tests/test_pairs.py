@@ -71,6 +71,7 @@ def test_other_params_or_code_regenerate(tmp_path, capsys, other, reason):
     (lambda path: path.write_bytes(path.read_bytes()[:1000]), "does not match its checksum"),       # truncated
     (lambda path: path.write_bytes(path.read_bytes()[:-1] + b"x"), "does not match its checksum"),  # altered
     (lambda path: path.with_suffix(".json").unlink(), "has no checksum"),     # killed before its checksum file
+    (lambda path: path.with_suffix(".json").write_text("{"), "has no checksum"),  # the checksum file damaged
 ])
 def test_a_damaged_shard_of_a_complete_set_is_redone_and_accepted(tmp_path, capsys, damage, why):
     _write(tmp_path)
@@ -169,3 +170,12 @@ def test_var_pairs_stage_gives_the_same_shards_whatever_the_batch_size(tmp_path)
     expected = scale_sequence_map(teacher, vqvae, codebook, config.recipe, config.flow, labels[9:],
                                   per_sample_noise(5, [9, 10], 130, 8))
     assert torch.equal(tokens[9:], expected)
+
+
+def test_a_damaged_record_regenerates_every_shard_identically(tmp_path, capsys):
+    _write(tmp_path)
+    reference = _shard_bytes(tmp_path)
+    (tmp_path / "provenance.json").write_text('{"params": ')
+    _write(tmp_path)
+    assert "removing 3 shards: the set has no record of the code and params" in capsys.readouterr().out
+    assert _shard_bytes(tmp_path) == reference
