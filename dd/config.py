@@ -171,6 +171,15 @@ class StudentConfig:
             return self.steps
         return self.teacher_steps + 1 + (self.teacher_steps < self.intermediate_timestep)
 
+    def sampling(self, steps: int, teacher_steps: int) -> "StudentConfig":
+        """This student sampled another way (a row of sample.dd_variants)."""
+        return dataclasses.replace(self, steps=steps, teacher_steps=teacher_steps)
+
+
+def dd_method(steps: int, teacher_steps: int) -> str:
+    """The eval.json row of a DD sampling setting beside the `dd` row: dd-2step, or dd-hybrid-K for K teacher steps."""
+    return f"dd-hybrid-{teacher_steps}" if teacher_steps else f"dd-{steps}step"
+
 
 @dataclass(frozen=True)
 class SampleConfig:
@@ -182,6 +191,8 @@ class SampleConfig:
     seed: int = 2
     reference_seed: int = 3           # teacher_reference, fid_to_teacher's second teacher sample set (num_samples):
                                       # its own seed, so it shares no noise with any method's samples or the pairs
+    dd_variants: tuple[tuple[int, ...], ...] = ()   # further DD rows beside `dd` (student.steps / teacher_steps):
+                                      # [steps, teacher_steps] each, e.g. [[2, 0], [2, 16]]: dd-2step, dd-hybrid-16
 
 
 @dataclass(frozen=True)
@@ -231,14 +242,21 @@ class Config:
             "pairs.shard_size": self.pairs.shard_size > 0 and self.pairs.num_pairs > 0,
             "sample.reference_seed": self.sample.reference_seed not in (self.sample.seed, self.pairs.seed),
             "student.timesteps (2 steps)": self.student.steps == 1 or self.student.intermediate_timestep > 0,
-            "student.teacher_steps": self.student.teacher_steps == 0 or (
-                self.student.steps == 2 and 0 < self.student.teacher_steps <= self.student.intermediate_timestep),
+            "student.teacher_steps": self._valid_sampling(self.student.steps, self.student.teacher_steps),
+            "sample.dd_variants": all(len(variant) == 2 and self._valid_sampling(*variant)
+                                      for variant in self.sample.dd_variants),
             **{f"{section}.train.precision": getattr(self, section).train.precision in PRECISIONS
                for section in TRAINED_SECTIONS},
         }
         for key, ok in checks.items():
             if not ok:
                 raise ConfigError(f"invalid value for {key}: {_HINTS[key]}")
+
+    def _valid_sampling(self, steps: int, teacher_steps: int) -> bool:
+        """DD sampling in 1 or 2 steps; hybrid (teacher_steps > 0) needs 2 and at most the intermediate timestep."""
+        if steps not in (1, 2) or (steps == 2 and self.student.intermediate_timestep <= 0):
+            return False
+        return teacher_steps == 0 or (steps == 2 and 0 < teacher_steps <= self.student.intermediate_timestep)
 
 
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -259,6 +277,10 @@ _HINTS = {
                           "ADM evaluator's VIRTUAL_imagenet256_labeled.npz) or a folder of images, e.g. "
                           "overrides.<teacher>.evaluate.reference in params.yaml",
     "pairs.shard_size": "num_pairs and shard_size must be positive",
+    "sample.dd_variants": "a list of [steps, teacher_steps] pairs, each as student.steps and student.teacher_steps "
+                          "allow: steps 1 or 2, and 0 < teacher_steps <= the largest of student.timesteps (2 steps "
+                          "only), e.g. [[2, 0], [2, 16]]; a teacher with fewer timesteps takes its own under "
+                          "overrides.<teacher>.sample.dd_variants",
     "sample.reference_seed": "the teacher reference set needs its own seed: different from sample.seed (the methods' "
                              "samples) and pairs.seed (the student's training pairs), or it shares their noise",
     "student.timesteps (2 steps)": "2-step sampling needs an intermediate timestep above 0, e.g. timesteps: [0, 32]",
@@ -279,10 +301,12 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "student": ("student.timesteps", "student.target_width", "student.train"),
     "sample": ("recipe", "sample", "tokenizer.source"),
     "sample_dd": ("student.steps", "student.teacher_steps", "student.timesteps", "sample.num_samples",
-                  "sample.labels", "sample.batch_size", "sample.seed"),
-    "latency": ("latency", "recipe", "student.steps", "student.teacher_steps", "student.timesteps", "sample.skip_tokens"),
+                  "sample.labels", "sample.batch_size", "sample.seed", "sample.dd_variants"),
+    "latency": ("latency", "recipe", "student.steps", "student.teacher_steps", "student.timesteps", "sample.skip_tokens",
+                "sample.dd_variants"),
     "evaluate": ("data.source", "classifier.feature_dim", "tokenizer.source", "evaluate", "student.steps",
-                 "student.teacher_steps", "student.timesteps", "sample.skip_tokens", "sample.reference_seed"),
+                 "student.teacher_steps", "student.timesteps", "sample.skip_tokens", "sample.reference_seed",
+                 "sample.dd_variants"),
 }
 
 

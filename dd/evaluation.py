@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from rich.progress import Progress, TextColumn
 from torch import nn
 
@@ -265,48 +265,107 @@ def image_metrics(
     )
 
 
-def save_grid(images: np.ndarray, path: str | Path, num_columns: int, upscale: int = 2) -> None:
-    """Tile uint8 (N, H, W, C) images into a PNG, num_columns wide, each pixel an upscale x upscale block."""
-    if images.ndim != 4 or images.dtype != np.uint8 or len(images) == 0:
-        raise ValueError(
-            f"save_grid needs non-empty uint8 (N, H, W, C) images; got {images.dtype} {images.shape}"
-        )
+def _tile(images: np.ndarray, num_columns: int, upscale: int) -> np.ndarray:
+    """uint8 (N, H, W, C) -> one (rows H, columns W, C) array, blanks after the last image, pixels upscaled."""
     num_rows = -(-len(images) // num_columns)
     blank = np.zeros((num_rows * num_columns - len(images), *images.shape[1:]), dtype=np.uint8)
     grid = rearrange(
         np.concatenate([images, blank]), "(rows columns) h w c -> (rows h) (columns w) c", columns=num_columns
     )
-    grid = grid.repeat(upscale, axis=0).repeat(upscale, axis=1)
-    picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+    return grid.repeat(upscale, axis=0).repeat(upscale, axis=1)
+
+
+def _to_rgb(pixels: np.ndarray) -> Image.Image:
+    return Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).convert("RGB")
+
+
+def _labelled(picture: Image.Image, labels: list[tuple[int, str]], height: int = 22) -> Image.Image:
+    """picture under a white band holding each (x, text)."""
+    canvas = Image.new("RGB", (picture.width, picture.height + height), "white")
+    canvas.paste(picture, (0, height))
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default(size=13)
+    for x, text in labels:
+        draw.text((x + 3, 4), text, fill="black", font=font)
+    return canvas
+
+
+def _check_images(images: np.ndarray) -> None:
+    if images.ndim != 4 or images.dtype != np.uint8 or len(images) == 0:
+        raise ValueError(f"needs non-empty uint8 (N, H, W, C) images; got {images.dtype} {images.shape}")
+
+
+def save_grid(images: np.ndarray, path: str | Path, num_columns: int, upscale: int = 2, title: str = "") -> None:
+    """Tile uint8 (N, H, W, C) images into a PNG, num_columns wide, each pixel an upscale x upscale block, under a
+    title band (which method, steps, FID) when a title is given."""
+    _check_images(images)
+    picture = _to_rgb(_tile(images, num_columns, upscale))
+    if title:
+        picture = _labelled(picture, [(0, title)])
     with atomic_destination(path) as temporary_path:
         picture.save(temporary_path, format="PNG")
 
 
+def first_of_each_class(samples: dict, num_classes: int, per_class: int) -> dict:
+    """The first per_class samples of each of classes 0..num_classes-1: {"images" (num_classes * per_class, ...),
+    "labels"}, class by class; a class with fewer samples is padded with blank images."""
+    images, labels = [], []
+    for label in range(num_classes):
+        chosen = samples["images"][np.flatnonzero(samples["labels"] == label)[:per_class]]
+        blank = np.zeros((per_class - len(chosen), *samples["images"].shape[1:]), dtype=np.uint8)
+        images.append(np.concatenate([chosen, blank]))
+        labels.append(np.full(per_class, label))
+    return {"images": np.concatenate(images), "labels": np.concatenate(labels)}
+
+
+def save_comparison(columns: dict[str, np.ndarray], path: str | Path, per_class: int, upscale: int = 2) -> None:
+    """Methods side by side on the same classes: {label: images from first_of_each_class}, each a labelled column
+    of one row per class, per_class images wide (e.g. "teacher (64 steps, FID 10.8)", "DD 1-step (...)")."""
+    tiles = [_tile(images, per_class, upscale) for images in columns.values()]
+    channels = max(tile.shape[-1] for tile in tiles)
+    tiles = [np.repeat(tile, channels // tile.shape[-1], axis=-1) for tile in tiles]
+    gap = np.full((tiles[0].shape[0], 8 * upscale, channels), 255, dtype=np.uint8)
+    starts = np.cumsum([0] + [tile.shape[1] + gap.shape[1] for tile in tiles[:-1]])
+    pieces = [piece for tile in tiles for piece in (tile, gap)][:-1]
+    picture = _labelled(_to_rgb(np.concatenate(pieces, axis=1)), list(zip(starts.tolist(), columns)))
+    with atomic_destination(path) as temporary_path:
+        picture.save(temporary_path, format="PNG")
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points (latency, fid) that no other point beats in both (lower is better), by latency."""
+    order = sorted(range(len(points)), key=lambda i: points[i])
+    front, best = [], float("inf")
+    for i in order:
+        if points[i][1] < best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
 def plot_fid_vs_latency(rows: list[dict], path: str | Path, title: str, ylabel: str = "FID (classifier features)") -> None:
-    """Plot FID against per-image latency (log ms), one line per method, each point "method (N steps)".
+    """FID against per-image latency, both on log axes (FIDs span two decades), one point per method labelled
+    "method (N steps)", and the Pareto front: the methods no other is both faster and better than.
 
     Builds a bare matplotlib Figure (Agg canvas) rather than using pyplot, so no global backend is set.
     """
     from matplotlib.figure import Figure   # imported here for the same reason as clean-fid above
 
-    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    figure = Figure(figsize=(7.5, 4.8), layout="constrained")
     axes = figure.subplots()
-    for method in dict.fromkeys(row["method"] for row in rows):
-        points = sorted(
-            (row for row in rows if row["method"] == method), key=lambda row: row["seconds_per_image"]
-        )
-        milliseconds = [1000.0 * row["seconds_per_image"] for row in points]
-        axes.plot(milliseconds, [row["fid"] for row in points], marker="o", label=method)
-        for row, latency in zip(points, milliseconds):
-            axes.annotate(
-                f"{method} ({row['steps']} steps)", (latency, row["fid"]),
-                textcoords="offset points", xytext=(4, 4), fontsize=8,
-            )
+    milliseconds = [1000.0 * row["seconds_per_image"] for row in rows]
+    for row, latency in zip(rows, milliseconds):
+        axes.plot([latency], [row["fid"]], marker="o", linestyle="none", label=row["method"])
+        axes.annotate(f"{row['method']} ({row['steps']} steps)", (latency, row["fid"]), textcoords="offset points",
+                      xytext=(4, 4), fontsize=8)
+    front = pareto_front(list(zip(milliseconds, (row["fid"] for row in rows))))
+    axes.step([milliseconds[i] for i in front], [rows[i]["fid"] for i in front], where="post", color="grey",
+              linestyle="--", linewidth=1, label="Pareto front")
     axes.set_xscale("log")
+    axes.set_yscale("log")
     axes.set_xlabel("latency per image (ms, log scale)")
-    axes.set_ylabel(ylabel)
+    axes.set_ylabel(f"{ylabel}, log scale")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
+    axes.legend(fontsize=7, ncol=2)
     with atomic_destination(path) as temporary_path:
         figure.savefig(temporary_path, format="png", dpi=120)

@@ -34,7 +34,8 @@ def _recipe(cfg_scale: float, top_k: int, top_p: float, intermediate: int, sampl
         "recipe": {"cfg_scale": cfg_scale, "temperature": 1.0, "top_k": top_k, "top_p": top_p},
         "student": {"timesteps": [0, intermediate]},    # all-noise plus one intermediate (tokens / scales)
         "pairs": {"num_pairs": 1_200_000},              # not published; of this order (method.md section 4)
-        "sample": {"num_samples": 50_000, "labels": "uniform", **sample},
+        # beside the 1-step `dd` row, the paper's 2-step one (hybrid settings: the user's, per teacher)
+        "sample": {"num_samples": 50_000, "labels": "uniform", "dd_variants": [[2, 0]], **sample},
         "evaluate": {"extractor": "inception"},
     }
 

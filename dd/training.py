@@ -140,7 +140,7 @@ def _resume(path: Path, log_path: Path, provenance: dict, model, ema, optimizer)
     model.load_state_dict(state["model"])
     ema.load_state_dict(state["ema"])
     optimizer.load_state_dict(state["optimizer"])
-    rows = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
+    rows = read_log(log_path)
     print(f"resuming from {path} at step {state['step']}")
     return state["step"], [row for row in rows if row["step"] <= state["step"]]
 
@@ -149,5 +149,11 @@ def _shapes(state: dict) -> dict:
     return {name: tuple(value.shape) for name, value in state.items()}
 
 
+def read_log(path: Path) -> list[dict]:
+    """A training log: one object per logged step ({"step", "train/loss", ...}); [] where there is none yet."""
+    return json.loads(Path(path).read_text()) if Path(path).exists() else []
+
+
 def _write_log(path: Path, rows: list[dict]) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text("".join(json.dumps(row) + "\n" for row in rows)))
+    # A JSON list, one row a line: what `dvc plots show` and `dvc plots diff` read (they do not read JSON lines).
+    atomic_write(path, lambda tmp: tmp.write_text("[\n" + ",\n".join(json.dumps(row) for row in rows) + "\n]\n"))

@@ -23,10 +23,12 @@ from dd import inception
 from dd.checkpoint import load_json, save_json
 from dd.config import Config
 from dd.device import compute_device
-from dd.evaluation import image_metrics, load_classifier, plot_fid_vs_latency, precision_recall, predict, save_grid
+from dd.evaluation import (first_of_each_class, image_metrics, load_classifier, plot_fid_vs_latency, precision_recall,
+                           predict, save_comparison, save_grid)
 from dd.families.sampling import sampling_family
 from dd.layout import Layout, load_images, load_samples
 from dd.teachers import preset_config
+from pipeline.sample_dd import dd_settings
 
 # Measures one method's samples ({"images", "labels", ...}) into its eval.json row.
 Measure = Callable[[dict], dict]
@@ -93,6 +95,9 @@ def inception_measure(config: Config, layout: Layout, teacher_reference: dict) -
 EXTRACTORS = {"classifier": classifier_measure, "inception": inception_measure}
 
 
+# comparison.png: the same classes from the teacher, DD and onestep, side by side (the first classes only, for a
+# teacher of many).
+COMPARED, COMPARISON_CLASSES, COMPARISON_PER_CLASS = ("teacher", "dd", "onestep"), 10, 4
 # What the progress line shows, where a row has it (null under Inception: class accuracy, and precision/recall
 # against an .npz reference).
 PRINTED = (("FID", "fid", "7.2f"), ("validation", "validation_fid", "7.2f"), ("to teacher", "fid_to_teacher", "7.2f"),
@@ -108,18 +113,25 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     family = sampling_family(layout.teacher)
     steps = family.steps(config, preset_config(layout.teacher))
     paths = {method: layout.samples_dir / f"{method}.npz" for method in steps}
-    paths["dd"] = layout.dd_samples_dir / "dd.npz"
+    for method, setting in dd_settings(config).items():                 # dd, and each of sample.dd_variants
+        steps[method], paths[method] = setting.sampling_steps, layout.dd_samples_dir / f"{method}.npz"
     # The floor row: the local test split through a tokenizer fitted on it. A published teacher's tokenizer
     # (ImageNet, 256 px) has no local data set to reconstruct, so pipeline/sample.py writes no such file.
     if config.tokenizer.source == "download" or not (layout.dataset_dir / "test.npz").exists():
         del paths["reconstruction"]
 
-    table = {}
+    fid = "Inception FID" if config.evaluate.extractor == "inception" else "FID"
+    table, compared = {}, {}
+    num_classes = min(COMPARISON_CLASSES, preset_config(layout.teacher).num_classes)
     for method, path in paths.items():
         samples = load_samples(path)     # one method at a time: 50k images at 256 px are ~10 GB
-        table[method] = {"steps": steps[method], **measure(samples), **latency.get(method, {})}
+        row = table[method] = {"steps": steps[method], **measure(samples), **latency.get(method, {})}
+        label = f"{method}, {row['steps']} steps, {fid} {row['fid']:.2f}"
         side = int(config.evaluate.grid_samples**0.5)
-        save_grid(samples["images"][:side * side], layout.metrics_dir / "grids" / f"{method}.png", num_columns=side)
+        save_grid(samples["images"][:side * side], layout.metrics_dir / "grids" / f"{method}.png", num_columns=side,
+                  title=f"{layout.teacher}: {label}")
+        if method in COMPARED:
+            compared[label] = first_of_each_class(samples, num_classes, COMPARISON_PER_CLASS)["images"]
         if progress:
             print(f"{method:>15}: " + "  ".join(f"{name} {table[method][key]:{form}}" for name, key, form in PRINTED
                                                 if table[method].get(key) is not None))
@@ -135,7 +147,7 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
                                                "seed": config.sample.reference_seed},
                          "latency_batch_size": config.evaluate.latency_batch_size}
     save_json(layout.metrics_dir / "eval.json", table)
-    fid = "Inception FID" if config.evaluate.extractor == "inception" else "FID"
+    save_comparison(compared, layout.metrics_dir / "comparison.png", COMPARISON_PER_CLASS)
     plot_fid_vs_latency([{"method": m, **table[m]} for m in steps if m != "reconstruction"],
                         layout.metrics_dir / "fid_vs_latency.png", f"{layout.teacher}: {fid} vs latency "
                         f"(batch {config.evaluate.latency_batch_size}, {timings.get('device', 'cpu').upper()})",

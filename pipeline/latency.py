@@ -9,7 +9,7 @@ from dd.latency import time_methods
 from dd.layout import Layout
 from dd.pairs import read_pairs
 from pipeline.sample import baseline_samplers
-from pipeline.sample_dd import dd_sampler
+from pipeline.sample_dd import dd_samplers
 
 
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
@@ -18,7 +18,7 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     device = compute_device()
     tokenizer = load_tokenizer(layout, device)
     _, pair_tokens, pair_labels = read_pairs(layout.pairs_dir)
-    samplers = {**baseline_samplers(config, layout, pair_tokens, pair_labels), "dd": dd_sampler(config, layout)}
+    samplers = {**baseline_samplers(config, layout, pair_tokens, pair_labels), **dd_samplers(config, layout)}
     results = {"threads": torch.get_num_threads(), "device": device.type, "student_steps": config.student.steps}
     for batch_size in config.latency.batch_sizes:
         seconds = time_methods(samplers, tokenizer.decode, batch_size, tokenizer.num_tokens,

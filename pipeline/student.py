@@ -44,7 +44,7 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     provenance = record(stage_entry("student"), config.student.timesteps, config.student.target_width,
                         config.student.train, file_sha256(layout.pairs_dir / MANIFEST), file_sha256(teacher_weights(layout)))
     ema = train(student, loss_fn, len(tokens), config.student.train, layout.student_dir,
-                layout.metrics_dir / "student_log.jsonl", provenance, f"student {layout.teacher}", progress)
+                layout.metrics_dir / "student_log.json", provenance, f"student {layout.teacher}", progress)
     # Measured on the first 1,000 training pairs: for llamagen-tiny 64,000 tokens at t = 0 (a standard error of
     # about 0.2%) and 32,000 at t = 32 (about 0.3%).
     probe = slice(0, 1000)

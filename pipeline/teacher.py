@@ -36,7 +36,7 @@ def download(config: Config, layout: Layout, progress: bool = True) -> dict:
                            progress)
     metrics = {"source": "download", **meta}
     # The stage's declared training log (a DVC plot): nothing was trained here, so it holds no rows.
-    atomic_write(layout.metrics_dir / "teacher_log.jsonl", lambda tmp: tmp.write_text(""))
+    atomic_write(layout.metrics_dir / "teacher_log.json", lambda tmp: tmp.write_text("[]\n"))
     save_json(layout.metrics_dir / "teacher.json", metrics)
     save_json(layout.teacher_dir / "model.json", {"preset": layout.teacher, **metrics})
     return metrics
@@ -70,7 +70,7 @@ def train_here(config: Config, layout: Layout, progress: bool = True) -> dict:
     provenance = record(stage_entry("teacher"), config.tokenizer, config.teacher, config.data, layout.teacher,
                         model.config, file_sha256(tokenizer_weights(layout)), file_sha256(layout.dataset_dir / "train.npz"))
     ema = train(model, loss_fn, len(tokens), config.teacher.train, layout.teacher_dir,
-                layout.metrics_dir / "teacher_log.jsonl", provenance, f"teacher {layout.teacher}", progress)
+                layout.metrics_dir / "teacher_log.json", provenance, f"teacher {layout.teacher}", progress)
     # A subset: all 10,000 test images took 52 s of a 40-minute run; blocks of 2,000 gave 1.266-1.294 nats
     # against 1.281 for all (llamagen-tiny), close enough to compare teachers. On validation: teachers are chosen.
     held_out = slice(0, config.teacher.nll_images or None)

@@ -50,7 +50,7 @@ from dd.raster.sampling import sample_teacher
 from dd.raster.sampling import sequence_map
 from dd.raster.student import DDStudent, sample_dd, student_loss
 from dd.seeding import balanced_labels, per_sample_noise
-from dd.training import train
+from dd.training import read_log, train
 
 PAPER_RECIPE = RecipeConfig(cfg_scale=2.0, temperature=1.0, top_k=8000, top_p=1.0)   # DD's LlamaGen setting
 VAR_PAPER_RECIPE = RecipeConfig(cfg_scale=2.0, temperature=1.0, top_k=900, top_p=0.95)  # DD's VAR setting
@@ -187,12 +187,12 @@ def smoke(device, num_pairs: int, student_steps: int) -> dict:
     config = TrainConfig(train_steps=student_steps, batch_size=16, checkpoint_every=student_steps, log_every=5)
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        ema = train(student, loss_fn, len(tokens), config, Path(folder), Path(folder) / "log.jsonl",
+        ema = train(student, loss_fn, len(tokens), config, Path(folder), Path(folder) / "log.json",
                     record(Path(__file__), "smoke"),
                     progress=False)
         torch.cuda.synchronize()
         report["student_seconds_per_step"] = (time.perf_counter() - started) / student_steps
-        report["student_last_loss"] = json.loads((Path(folder) / "log.jsonl").read_text().splitlines()[-1])["train/loss"]
+        report["student_last_loss"] = read_log(Path(folder) / "log.json")[-1]["train/loss"]
     for steps in (1, 2):
         sampled = sample_dd(ema.eval(), codebook, steps, 80, labels[:32], noise[:32])
         report[f"dd_{steps}step_tokens_ok"] = bool(sampled.shape == tokens[:32].shape and sampled.max() < 16384)

@@ -39,6 +39,7 @@ from dd.models.llamagen_vq import PRESETS as VQ_PRESETS, VQModel
 from dd.models.var import VAR, PRESETS as VAR_PRESETS
 from dd.models.var_vqvae import MultiScaleVQVAE, PRESETS as VQVAE_PRESETS
 from dd.presets import PUBLISHED
+from dd.training import read_log
 
 STAGES = ("tokenizer", "teacher", "pairs", "student", "sample", "sample_dd", "latency")
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -111,8 +112,7 @@ def published_pipeline(teacher_preset: str, overrides: dict | None = None) -> di
             print(json.dumps({"stage": stage, "seconds": report["stage_seconds"][stage],
                               "peak_rss_gib": report["peak_rss_gib"][stage]}), flush=True)
         report["latency"] = json.loads((layout.metrics_dir / "latency.json").read_text())
-        log = (layout.metrics_dir / "student_log.jsonl").read_text().splitlines()
-        report["student_log"] = [json.loads(line) for line in log]
+        report["student_log"] = read_log(layout.metrics_dir / "student_log.json")
         with np.load(layout.dd_samples_dir / "dd.npz") as samples:
             report["dd_images_shape"] = list(samples["images"].shape)
         report["sample_methods"] = sorted(path.stem for path in layout.samples_dir.glob("*.npz"))

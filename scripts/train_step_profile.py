@@ -16,7 +16,6 @@ A CPU without AVX-512 can be imitated on one with it by forcing the AVX2 kernels
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from dd.next_scale.tokenizer import MultiScaleTokenizer, vqvae_loss
 from dd.provenance import record
 from dd.teachers import build_model
 from dd.tokenizers import build_tokenizer_model
-from dd.training import train
+from dd.training import read_log, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.teacher import forcing_loss  # noqa: E402
@@ -91,10 +90,10 @@ def main(teacher: str = typer.Argument(..., metavar="TEACHER", help="a teacher p
           f"{train_config.batch_size}, {train_config.precision}, compile {train_config.compile}, channels-last "
           f"{channels_last}; ATen kernels {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as run_dir:
-        log = Path(run_dir) / "log.jsonl"
+        log = Path(run_dir) / "log.json"
         train(model, loss_fn, EXAMPLES, train_config, Path(run_dir), log, record(Path(__file__), "timing"),
               progress=False)
-        seconds = [json.loads(line)["train/seconds"] for line in log.read_text().splitlines()]
+        seconds = [row["train/seconds"] for row in read_log(log)]
     per_step = [(later - earlier) / interval for earlier, later in zip(seconds, seconds[1:])]
     print(f"first interval {seconds[0]:.1f} s (compiling, if any, included); median {statistics.median(per_step):.4f} s a step "
           f"over {len(per_step)} intervals of {interval}")
@@ -102,7 +101,7 @@ def main(teacher: str = typer.Argument(..., metavar="TEACHER", help="a teacher p
         eager, loss_fn = model_and_loss(teacher, stage, config, channels_last)
         train_config = dataclasses.replace(train_config, train_steps=profile_steps, compile=False)
         with tempfile.TemporaryDirectory() as run_dir, profile(activities=[ProfilerActivity.CPU]) as profiled:
-            train(eager, loss_fn, EXAMPLES, train_config, Path(run_dir), Path(run_dir) / "log.jsonl",
+            train(eager, loss_fn, EXAMPLES, train_config, Path(run_dir), Path(run_dir) / "log.json",
                   record(Path(__file__), "profile"), progress=False)
         print(profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 

@@ -13,9 +13,12 @@ from dd.evaluation import (
     class_accuracy,
     frechet_distance,
     image_metrics,
+    first_of_each_class,
+    pareto_front,
     plot_fid_vs_latency,
     precision_recall,
     predict,
+    save_comparison,
     save_grid,
     train_classifier,
 )
@@ -146,19 +149,50 @@ def test_image_metrics_fills_every_field():
     assert 0 <= without_teacher.precision <= 1 and 0 <= without_teacher.recall <= 1
 
 
-@pytest.mark.parametrize("channels, mode", [(1, "L"), (3, "RGB")])
-def test_save_grid_writes_a_png_of_the_expected_size(tmp_path, channels, mode):
+@pytest.mark.parametrize("channels", [1, 3])
+def test_save_grid_writes_a_png_of_the_expected_size(tmp_path, channels):
     images = np.random.default_rng(0).integers(0, 256, (5, 6, 7, channels), dtype=np.uint8)
     path = tmp_path / "grid.png"
     save_grid(images, path, num_columns=3, upscale=2)
     with Image.open(path) as picture:
-        assert picture.format == "PNG" and picture.mode == mode
+        assert picture.format == "PNG" and picture.mode == "RGB"
         assert picture.size == (3 * 7 * 2, 2 * 6 * 2)  # width, height: 3 columns, 2 rows
-        pixels = np.asarray(picture).reshape(24, 42, channels)
-    # Second image, top-left pixel, doubled: row 0, columns 14-15.
-    np.testing.assert_array_equal(pixels[0:2, 14:16], np.broadcast_to(images[1, 0, 0], (2, 2, channels)))
+        pixels = np.asarray(picture)
+    # Second image, top-left pixel, doubled: row 0, columns 14-15 (grey images in all three channels).
+    np.testing.assert_array_equal(pixels[0:2, 14:16], np.broadcast_to(images[1, 0, 0], (2, 2, 3)))
     assert not pixels[12:, 28:].any(), "the missing sixth cell is blank"
     assert [child.name for child in tmp_path.iterdir()] == ["grid.png"]
+
+
+def test_a_titled_grid_has_its_label_above_the_images(tmp_path):
+    images = np.full((4, 8, 8, 1), 200, dtype=np.uint8)
+    save_grid(images, tmp_path / "plain.png", num_columns=2)
+    save_grid(images, tmp_path / "titled.png", num_columns=2, title="dd, 1 steps, FID 14.12")
+    with Image.open(tmp_path / "plain.png") as plain, Image.open(tmp_path / "titled.png") as titled:
+        band = titled.height - plain.height
+        pixels = np.asarray(titled)
+        assert band > 10 and titled.width == plain.width
+        assert (pixels[:band] < 128).any() and np.array_equal(pixels[band:], np.asarray(plain))   # text, then the grid
+
+
+def test_the_comparison_puts_the_same_classes_side_by_side(tmp_path):
+    """Each method's first samples of each class, one row per class; a class with too few samples is blank."""
+    labels = np.arange(30) % 3
+    teacher = {"images": np.repeat(labels[:, None, None, None] * 100, 4, 1).repeat(4, 2).astype(np.uint8), "labels": labels}
+    chosen = first_of_each_class(teacher, num_classes=4, per_class=2)
+    assert chosen["labels"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert chosen["images"][:, 0, 0, 0].tolist() == [0, 0, 100, 100, 200, 200, 0, 0]
+    save_comparison({"teacher": chosen["images"], "dd": chosen["images"]}, tmp_path / "comparison.png", per_class=2)
+    with Image.open(tmp_path / "comparison.png") as picture:
+        pixels = np.asarray(picture)
+    band = picture.height - 4 * 4 * 2                            # 4 class rows of 4-pixel images, doubled
+    assert picture.width == 2 * (2 * 4 * 2) + 8 * 2 and band > 10    # two columns of 2 images, one gap
+    assert pixels[band + 8, 0, 0] == 100 and pixels[band + 8, 20, 0] == 255     # class 1 (rows 8-15); the white gap
+
+
+def test_the_pareto_front_keeps_what_nothing_beats_in_both():
+    points = [(10.0, 12.0), (4.0, 14.0), (1.0, 20.0), (5.0, 30.0), (0.01, 60.0)]
+    assert pareto_front(points) == [4, 2, 1, 0]
 
 
 def test_plot_fid_vs_latency_writes_a_png(tmp_path):

@@ -126,8 +126,18 @@ def test_dvc_repro_on_tiny_params(llamagen_tiny_run, tmp_path):
     table = json.loads((run_dir / "metrics" / "llamagen-tiny" / "eval.json").read_text())
     for method in METHODS:
         assert all(isinstance(table[method][field], (int, float)) for field in FIELDS), method
-    assert (run_dir / "metrics" / "llamagen-tiny" / "grids" / "dd.png").exists()
-    assert (run_dir / "metrics" / "llamagen-tiny" / "fid_vs_latency.png").exists()
+    # Beside the 1-step dd row, the DD rows of sample.dd_variants: 2 steps, and hybrid with 16 teacher steps
+    assert {m: table[m]["steps"] for m in ("dd", "dd-2step", "dd-hybrid-16")} == {"dd": 1, "dd-2step": 2, "dd-hybrid-16": 18}
+    assert all(isinstance(table["dd-hybrid-16"][field], (int, float)) for field in FIELDS)
+    for picture in ("grids/dd.png", "grids/dd-hybrid-16.png", "fid_vs_latency.png", "comparison.png"):
+        assert (run_dir / "metrics" / "llamagen-tiny" / picture).exists(), picture
+
+    # The training curves dvc.yaml declares render: `dvc plots show` reads every plot file, each with its rows.
+    plots = json.loads(_run(["dvc", "plots", "show", "--json"], run_dir))
+    assert not plots.get("errors"), plots["errors"]
+    for log in ("teacher_log.json", "student_log.json"):
+        [plot] = plots["data"][f"metrics/llamagen-tiny/{log}"]
+        assert [row["step"] for row in plot["content"]["data"]["values"]] == [5, 10], log
 
     # A change of DD sampling, here to 2 steps with the teacher making the first 32 tokens (hybrid), reruns
     # sampling, latency and evaluation only (after resolve, which writes their params)
@@ -251,6 +261,7 @@ def test_var_tiny_stages_under_dvc_on_tiny_params(var_tiny_run, tmp_path):
         assert all(isinstance(table[method][field], (int, float)) for field in FIELDS), method
     assert table["skip"] == {**table["skip-1"], "same_as": "skip-1"} and table["reconstruction"]["steps"] == 0
     assert [table[m]["steps"] for m in ("teacher", "skip-1", "skip-2", "dd", "onestep")] == [6, 5, 4, 2, 1]
+    assert (table["dd-2step"]["steps"], table["dd-hybrid-3"]["steps"]) == (2, 4)     # the teacher's 3 scales, then 1
     assert len(json.loads((metrics / "tokenizer.json").read_text())["codebook_usage_per_scale"]) == 6
     assert (metrics / "grids" / "skip-2.png").exists() and (metrics / "fid_vs_latency.png").exists()
 

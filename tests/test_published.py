@@ -17,6 +17,7 @@ from dd.models.llamagen import GPT, PRESETS as LLAMAGEN_PRESETS
 from dd.models.llamagen_vq import PRESETS as VQ_PRESETS, VQConfig, VQModel
 from dd.presets import PUBLISHED, Published
 from dd.raster.vq_tokenizer import VQTokenizer
+from dd.training import read_log
 from tests.test_download import checkpoint_bytes, hub, serve  # noqa: F401  (hub is a fixture)
 
 # A VQ with llamagen-tiny's vocabulary (256 codes of dimension 8) and VQ-16's structure, small for a CPU.
@@ -91,7 +92,7 @@ def test_download_stages_fetch_verify_and_hand_later_stages_the_published_models
 
     assert teacher_metrics["sha256"] == published_tiny["teacher_sha"] and tokenizer_metrics["sha256"] == published_tiny["vq_sha"]
     assert json.loads((layout.metrics_dir / "teacher.json").read_text())["url"].endswith("/c2i_tiny.pt")
-    assert (layout.metrics_dir / "teacher_log.jsonl").read_text() == ""      # declared in dvc.yaml; nothing trained
+    assert read_log(layout.metrics_dir / "teacher_log.json") == []           # declared in dvc.yaml; nothing trained
     teacher = load_frozen_teacher(layout)
     assert all(torch.equal(teacher.state_dict()[k], v) for k, v in published_tiny["teacher"].items())
 

@@ -214,7 +214,7 @@ def make_tokenizer(config: Config, layout: Layout, progress: bool = True) -> dic
                         file_sha256(layout.dataset_dir / "train.npz"))
     trained = train_vqvae(vqvae_config, torch.from_numpy(train_set.images), config.vqvae.train,
                           config.vqvae.commitment, config.vqvae.seed, layout.tokenizer_dir,
-                          layout.tokenizer_dir / "train_log.jsonl", provenance, f"tokenizer {layout.teacher}",
+                          layout.tokenizer_dir / "train_log.json", provenance, f"tokenizer {layout.teacher}",
                           progress, compute_device())
     tokenizer = MultiScaleTokenizer(trained)
     tokens = tokenizer.encode(validation.images)
