@@ -287,6 +287,19 @@ def test_var_tiny_scripts_on_the_tiny_run(var_tiny_run, tmp_path):
     assert [(row["cfg_scale"], row["top_k"]) for row in rows] == [(1.5, 16), (0.0, 0)]
     assert all(np.isfinite([row["teacher_fid"], row["onestep_fid"]]).all() for row in rows)
 
+    # scripts/artifact_hashes.py: every artifact of the run, the same for a copy of it, another for a changed sample
+    hashes = lambda root: json.loads(_run([sys.executable, str(ROOT / "scripts" / "artifact_hashes.py"), str(root)],
+                                          run_dir))["var-tiny"]
+    before = hashes(run_dir)
+    assert {"pairs/pairs-00000.tar", "teacher/model.pt", "student/model.pt", "samples_dd/dd.npz"} <= set(before)
+    assert before["eval.json fid"]["dd"] == json.loads((run_dir / "metrics/var-tiny/eval.json").read_text())["dd"]["fid"]
+    shutil.copytree(run_dir, tmp_path / "copy", symlinks=True)
+    assert hashes(tmp_path / "copy") == before
+    samples = dict(np.load(run_dir / "data/var-tiny/samples_dd/dd.npz"))
+    np.savez(run_dir / "data/var-tiny/samples_dd/dd.npz", **{**samples, "tokens": samples["tokens"][::-1]})
+    after = hashes(run_dir)
+    assert {key for key in before if before[key] != after[key]} == {"samples_dd/dd.npz"}
+
 
 @pytest.mark.slow
 def test_each_stage_killed_mid_run_resumes_to_the_uninterrupted_result(var_tiny_run, tmp_path):
