@@ -1,0 +1,240 @@
+"""Distilled Decoding 2 (DD2; Liu et al., NeurIPS 2025, arXiv 2510.21003): the two training stages and the one-step
+sampler, shared by both AR families. The losses are dd/score_distillation.py's; each family builds its own
+networks (dd/raster/dd2.py): an AR-diffusion model that reads the earlier tokens as the teacher does and a
+one-step generator that reads noise.
+
+    stage 1 (GTS)   the AR-diffusion model psi = the teacher's backbone + a diffusion head, regressed on the
+                    teacher's exact velocity at noisy versions of teacher samples (the pair shards' tokens).
+                    One model, one loss: the ordinary training loop (dd/training.py `train`).
+    stage 2 (CSD)   a generator G and a guidance network psi, both initialised from stage 1. Per generator
+                    update, K guidance updates teach psi the velocity of G's current per-token laws; then G moves
+                    its outputs so that, token by token, the teacher's velocity and psi's agree (`train_csd`).
+    sampling        q = G(class, noise) in one forward pass, each q_i snapped to its nearest code (`snap`).
+
+The teacher and psi read the generator's earlier outputs SNAPPED to codes (design choice, ours): the teacher is
+a model of discrete tokens, and what is decoded are the snapped tokens, so the law DD2 matches is the teacher's
+law of the next token given the earlier ones as they will be decoded. The paper instead adapts the raster
+teacher to read continuous vectors (its section 3 input adaptation); snapping needs no adaptation and keeps the
+target exactly the distribution DD1 distils.
+
+Dimensions: B batch, L image tokens, d code dimension, V codebook size.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from dd.checkpoint import save_torch
+from dd.progress import progress_bar
+from dd.provenance import changes
+from dd.sampling import TeacherContinuation
+from dd.score_distillation import generator_loss, gts_loss, guidance_loss, noisy, sample_times, teacher_velocity
+from dd.seeding import indexed_generator
+from dd.training import _write_log as write_log, read_log, update_ema, uses_bf16
+
+# loss(generator, guidance, rng) -> scalar: one update's loss, its randomness (classes, noise, times) from rng
+CSDLoss = Callable[[nn.Module, nn.Module, torch.Generator], Tensor]
+
+
+@dataclass(frozen=True)
+class CSDConfig:
+    """Stage 2's schedule (design/dd2.md sections 4, 5 and 8). A step is one generator update and the
+    `guidance_updates` guidance updates before it."""
+    train_steps: int = 1000
+    guidance_updates: int = 2             # K: the paper's 5 (LlamaGen-L, early VAR) and 2 (later, VAR-d24)
+    batch_size: int = 64
+    generator_learning_rate: float = 1e-4
+    guidance_learning_rate: float = 2e-4
+    warmup_steps: int = 50                # linear warm-up of both rates, then constant (the paper's warm-up)
+    ema_decay: float = 0.999              # the generator's EMA, min(decay, (1 + s) / (10 + s)) as the paper's
+    checkpoint_every: int = 100
+    log_every: int = 25
+    precision: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.guidance_updates < 1:
+            raise ValueError(f"guidance_updates is {self.guidance_updates}: the guidance network must follow the "
+                             "generator, so give it at least 1 update per generator update")
+
+
+def snap(q: Tensor, codebook: Tensor) -> Tensor:
+    """The nearest code of each vector: q (..., d), codebook (V, d) -> tokens (...) int64.
+    argmin_j ||q - c_j||^2 = argmax_j (q . c_j - ||c_j||^2 / 2): one matrix product, no (..., V, d) difference."""
+    codebook = codebook.float()
+    return (q.float() @ codebook.T - 0.5 * (codebook**2).sum(-1)).argmax(-1)
+
+
+@torch.inference_mode()
+def sample_dd2(generator: nn.Module, codebook: Tensor, labels: Tensor, noise: Tensor,
+               teacher: TeacherContinuation | None = None, kept: int = 0, last_timestep: int = 0) -> Tensor:
+    """DD2's sampler: labels (B,), noise (B, L, d) -> tokens (B, L); sample i depends on its own noise only.
+
+    One step: the generator's tokens. Multi-step (design/dd2.md section 6, the paper's VAR multi-step): the
+    generator's first `kept` tokens, then the teacher's own sampler (with its static KV cache) remakes the rest
+    up to `last_timestep` (tokens, or scales for a next-scale teacher, where `kept` must end a scale)."""
+    tokens = snap(generator(labels, noise), codebook)                                        # (B, L)
+    return tokens if teacher is None else teacher(labels, noise, last_timestep, tokens[:, :kept])
+
+
+def warmup(step: int, peak: float, warmup_steps: int) -> float:
+    return peak * min(1.0, (step + 1) / max(1, warmup_steps))
+
+
+def train_csd(generator: nn.Module, guidance: nn.Module, generator_loss_fn: CSDLoss, guidance_loss_fn: CSDLoss,
+              config: CSDConfig, run_dir: Path, log_path: Path, provenance: dict, description: str = "csd",
+              progress: bool = True) -> nn.Module:
+    """Stage 2: train `generator` and `guidance` in place; returns the generator's EMA (what is sampled).
+
+    Resumable like dd/training.py's loop: every `checkpoint_every` steps checkpoint.pt holds both networks, the
+    EMA, both optimisers, the step and `provenance`; a rerun under the same record continues from it, one under
+    another record (or from a damaged file) starts afresh and says why. Update u of step s draws from the
+    generator indexed (seed, s, u), so a resumed run makes exactly the updates an uninterrupted one makes.
+    """
+    run_dir, log_path = Path(run_dir), Path(log_path)
+    device = next(generator.parameters()).device
+    ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    generator_optimizer = torch.optim.Adam(generator.parameters(), lr=config.generator_learning_rate, betas=(0.9, 0.95))
+    guidance_optimizer = torch.optim.Adam(guidance.parameters(), lr=config.guidance_learning_rate, betas=(0.9, 0.95))
+    parts = {"generator": generator, "guidance": guidance, "ema": ema,
+             "generator_optimizer": generator_optimizer, "guidance_optimizer": guidance_optimizer}
+    step = _resume(run_dir / "checkpoint.pt", provenance, parts)
+    log_rows = [row for row in read_log(log_path) if row["step"] <= step] if step else []
+    bf16 = uses_bf16(config.precision, device)
+
+    def update(loss_fn: CSDLoss, trained: nn.Module, frozen: nn.Module, optimizer, rate: float, rng) -> tuple[float, float]:
+        # The frozen network's parameters get no gradient (the loss still flows through its inputs), so only
+        # `trained` moves; requires_grad is restored even if the loss fails.
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+        frozen.requires_grad_(False)
+        try:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn(generator, guidance, rng)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        finally:
+            frozen.requires_grad_(True)
+        grad_norm = nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
+        optimizer.step()
+        return loss.item(), grad_norm.item()
+
+    started = time.time()
+    with progress_bar(f"{description} ({'bf16' if bf16 else 'fp32'})", config.train_steps, enabled=progress) as advance:
+        advance(step)
+        while step < config.train_steps:
+            for u in range(config.guidance_updates):
+                guidance_row = update(guidance_loss_fn, guidance, generator, guidance_optimizer,
+                                      warmup(step, config.guidance_learning_rate, config.warmup_steps),
+                                      indexed_generator(config.seed, step, stream=1 + u))
+            generator_row = update(generator_loss_fn, generator, guidance, generator_optimizer,
+                                   warmup(step, config.generator_learning_rate, config.warmup_steps),
+                                   indexed_generator(config.seed, step))
+            update_ema(ema, generator, min(config.ema_decay, (1 + step) / (10 + step)))
+            step += 1
+
+            if step % config.log_every == 0 or step == config.train_steps:
+                log_rows.append({"step": step, "train/generator_loss": generator_row[0],
+                                 "train/generator_grad_norm": generator_row[1],
+                                 "train/guidance_loss": guidance_row[0],
+                                 "train/examples": step * config.batch_size, "train/bf16": bf16,
+                                 "train/seconds": round(time.time() - started, 2)})
+            if step % config.checkpoint_every == 0 or step == config.train_steps:
+                write_log(log_path, log_rows)
+                save_torch(run_dir / "checkpoint.pt", {name: part.state_dict() for name, part in parts.items()}
+                           | {"step": step, "provenance": provenance})
+            advance(1, loss=generator_row[0])
+    return ema
+
+
+def _resume(path: Path, provenance: dict, parts: dict) -> int:
+    """The step to continue from: the checkpoint's, after loading every part, or 0 (and why) when it cannot be used."""
+    if not path.exists():
+        return 0
+    fresh = {name: copy.deepcopy(part.state_dict()) for name, part in parts.items()}
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        reason = changes(state.get("provenance"), provenance)
+        if not reason:
+            for name, part in parts.items():
+                part.load_state_dict(state[name])
+    except Exception as error:    # written atomically, so only damage after the fact (or other models) gets here
+        reason = f"cannot be resumed ({type(error).__name__}: {error})"
+    if reason:
+        for name, part in parts.items():      # a load that failed half-way must not leave a mix behind
+            part.load_state_dict(fresh[name])
+        print(f"{path} {reason}; starting this training afresh")
+        return 0
+    print(f"resuming from {path} at step {state['step']}")
+    return state["step"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The losses of one update, for any family's networks
+# ---------------------------------------------------------------------------------------------------------
+# A family provides (dd/raster/dd2.py): an AR-diffusion model with features(labels, tokens (B, L)) -> (B, L, C),
+# each position's feature from the class and the EARLIER tokens only, and head(x_t, t, feature) -> velocity; a
+# generator(labels, noise (B, L, d)) -> continuous tokens (B, L, d); and recipe_probs(labels, tokens) ->
+# (B, L, V), the teacher's law of each token given the earlier ones, after the recipe DD1 distils.
+
+RecipeProbs = Callable[[Tensor, Tensor], Tensor]
+
+
+def _noisy_tokens(q: Tensor, rng: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Each token of q (B, L, d) at its own time: (x0, eps, t, x_t) with the tokens as rows (B*L, ...)."""
+    x0 = q.flatten(0, 1)                                                          # (B*L, d)
+    eps = torch.randn(x0.shape, generator=rng).to(x0.device)                      # (B*L, d)
+    t = sample_times(len(x0), rng, x0.device)                                     # (B*L,)
+    return x0, eps, t, noisy(x0, eps, t)
+
+
+def gts_loss_fn(recipe_probs: RecipeProbs, codebook: Tensor, labels: Tensor, tokens: Tensor) -> Callable:
+    """Stage 1's loss for dd/training.py `train`: (model, example indices, rng) -> the GTS loss on teacher samples
+    tokens[indices] (N, L) of labels[indices] (N,), on the codebook's device."""
+    device = codebook.device
+
+    def loss(model, indices: Tensor, rng: torch.Generator) -> Tensor:
+        batch_labels, batch_tokens = labels[indices].to(device), tokens[indices].to(device)
+        with torch.no_grad():
+            probs = recipe_probs(batch_labels, batch_tokens).flatten(0, 1)       # (B*L, V)
+        features = model.features(batch_labels, batch_tokens).flatten(0, 1)      # (B*L, C)
+        x0, eps, t, x_t = _noisy_tokens(codebook[batch_tokens], rng)
+        return gts_loss(model.head(x_t, t, features), teacher_velocity(x_t, t, probs, codebook))
+    return loss
+
+
+def csd_losses(recipe_probs: RecipeProbs, codebook: Tensor, num_classes: int, num_tokens: int,
+               batch_size: int) -> tuple[CSDLoss, CSDLoss]:
+    """Stage 2's (generator loss, guidance loss) for `train_csd`. Each update draws its own classes and noise:
+    stage 2 needs no data. The teacher and psi read the generator's earlier tokens snapped to codes, without
+    gradient (the module docstring); the generator's gradient reaches q_i directly and through x_t."""
+    device, code_dim = codebook.device, codebook.shape[1]
+
+    def draw(generator: nn.Module, rng: torch.Generator) -> tuple[Tensor, Tensor]:
+        labels = torch.randint(num_classes, (batch_size,), generator=rng).to(device)             # (B,)
+        noise = torch.randn(batch_size, num_tokens, code_dim, generator=rng).to(device)          # (B, L, d)
+        return labels, generator(labels, noise)                                                  # q (B, L, d)
+
+    def generator_loss_fn(generator: nn.Module, guidance: nn.Module, rng: torch.Generator) -> Tensor:
+        labels, q = draw(generator, rng)
+        tokens = snap(q.detach(), codebook)                                                      # (B, L)
+        with torch.no_grad():
+            probs = recipe_probs(labels, tokens).flatten(0, 1)                                   # (B*L, V)
+            features = guidance.features(labels, tokens).flatten(0, 1)                          # (B*L, C)
+        x0, eps, t, x_t = _noisy_tokens(q, rng)
+        return generator_loss(teacher_velocity(x_t, t, probs, codebook), guidance.head(x_t, t, features), x0, eps, t)
+
+    def guidance_loss_fn(generator: nn.Module, guidance: nn.Module, rng: torch.Generator) -> Tensor:
+        with torch.no_grad():
+            labels, q = draw(generator, rng)                                                     # fresh samples
+        features = guidance.features(labels, snap(q, codebook)).flatten(0, 1)                    # (B*L, C)
+        x0, eps, t, x_t = _noisy_tokens(q, rng)
+        return guidance_loss(guidance.head(x_t, t, features), x0, eps)
+
+    return generator_loss_fn, guidance_loss_fn
