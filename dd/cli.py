@@ -111,6 +111,10 @@ _teacher_command("evaluate", "FID, fid_to_teacher, precision/recall, class accur
 def report(params: Params = Path("params.yaml")):
     """Print the results tables (markdown) from metrics/<teacher>/eval.json and latency.json: the README's tables.
 
+    One table per teacher, every row of its eval.json in order (teacher, dd and its variants, the baselines),
+    with both FIDs (the test split, which reports; the validation split, which settings are chosen on) and the
+    latency and speed-up over the teacher at each of latency.batch_sizes, all from one latency run.
+
     Examples:
       dd report
     """
@@ -119,30 +123,30 @@ def report(params: Params = Path("params.yaml")):
         layout = Layout(teacher)
         table = json.loads((layout.metrics_dir / "eval.json").read_text())
         latency = json.loads((layout.metrics_dir / "latency.json").read_text())
-        typer.echo(f"\n**{teacher}** ({table['protocol']['feature_extractor']}; FID vs {table['protocol']['reference']}; "
-                   f"latency on CPU, {latency['threads']} threads, batch {table['protocol']['latency_batch_size']})\n")
-        typer.echo("| method | steps | FID | validation FID | FID / teacher | fid_to_teacher | precision | recall | class acc. "
-                   "| ms / image | speed-up |")
-        typer.echo("|---|---|---|---|---|---|---|---|---|---|---|")
-        for method in [m for m in REPORTED if m in table and "same_as" not in table[m]]:
+        protocol, batches = table["protocol"], config.latency.batch_sizes
+        typer.echo(f"\n**{teacher}**: {config.sample.num_samples:,} samples per method; FID in "
+                   f"{protocol['feature_extractor']} features against {protocol['reference']}; fid_to_teacher against "
+                   f"{protocol['teacher_reference']['num_samples']:,} teacher samples of their own seed; latency "
+                   f"{latency['threads']} {latency['device'].upper()} threads\n")
+        typer.echo("| method | steps | FID | validation FID | / teacher | fid_to_teacher | precision | recall | "
+                   + " | ".join(f"ms/img batch {b} | speed-up" for b in batches) + " |")
+        typer.echo("|---" * (8 + 2 * len(batches)) + "|")
+        for method in _report_order(table):
             row = table[method]
-            timing = (f"{1000 * row['seconds_per_image']:.2f} | {row['speedup']:.1f}x" if "speedup" in row else "- | -")
-            cells = [_cell(row.get(key)) for key in ("precision", "recall", "class_accuracy")]  # null under Inception
+            timing = [f"{1000 * t['seconds_per_image']:.2f} | {t['speedup']:.1f}x" if t else "- | -"
+                      for t in (latency[f"batch_{b}"].get(method) for b in batches)]
+            cells = [_cell(row.get(key)) for key in ("precision", "recall")]      # null under Inception
             typer.echo(f"| {method} | {row['steps']} | {row['fid']:.2f} | {_cell(row.get('validation_fid'), '.2f')} | "
                        f"{row['fid'] / table['teacher']['fid']:.2f} | {row['fid_to_teacher']:.2f} | {' | '.join(cells)} | "
-                       f"{timing} |")
-        timed = [m for m in REPORTED if m in latency[f"batch_{config.latency.batch_sizes[0]}"]]
-        typer.echo("\n| batch | " + " | ".join(f"{m} ms/img" for m in timed) + " | dd speed-up |")
-        typer.echo("|---" * (len(timed) + 2) + "|")
-        for batch_size in config.latency.batch_sizes:
-            row = latency[f"batch_{batch_size}"]
-            typer.echo(f"| {batch_size} | " + " | ".join(f"{1000 * row[m]['seconds_per_image']:.3f}"
-                       for m in timed) + f" | {row['dd']['speedup']:.1f}x |")
+                       + " | ".join(timing) + " |")
 
 
-# The methods of the report's rows, in order; each teacher family has some of them (skip: raster; skip-k: VAR,
-# whose eval.json also repeats skip-1 as `skip`, marked same_as and printed once).
-REPORTED = ("teacher", "dd", "skip", "skip-1", "skip-2", "onestep", "reconstruction")
+def _report_order(table: dict) -> list[str]:
+    """eval.json's rows (stored in key order) as the results table lists them: the teacher, the distilled rows,
+    the baselines, the tokenizer's reconstruction; a row repeated under another name (same_as) once."""
+    rows = [m for m in table if m != "protocol" and "same_as" not in table[m]]
+    rank = lambda m: (m != "teacher", not m.startswith("dd"), m == "reconstruction")
+    return sorted(rows, key=rank)        # stable: within a group, eval.json's order
 
 
 def _cell(value: float | None, form: str = ".3f") -> str:

@@ -132,6 +132,14 @@ def test_dvc_repro_on_tiny_params(llamagen_tiny_run, tmp_path):
     for picture in ("grids/dd.png", "grids/dd-hybrid-16.png", "fid_vs_latency.png", "comparison.png"):
         assert (run_dir / "metrics" / "llamagen-tiny" / picture).exists(), picture
 
+    # `dd report`: one row per eval.json row, skip included, with the latency at both benchmark batch sizes
+    report = _run(["dd", "report"], run_dir)
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in report.splitlines() if line.startswith("| ")}
+    assert list(rows)[1:6] == ["teacher", "dd", "dd-2step", "dd-hybrid-16", "onestep"]   # after the header
+    assert {"teacher", "dd", "dd-2step", "dd-hybrid-16", "skip", "onestep", "reconstruction"} <= set(rows)
+    assert rows["dd"][1] == "1" and rows["dd"][2] == f"{table['dd']['fid']:.2f}" and len(rows["dd"]) == 12
+    assert rows["reconstruction"][-4:] == ["-", "-", "-", "- |"] and rows["teacher"][9] == "1.0x"
+
     # The training curves dvc.yaml declares render: `dvc plots show` reads every plot file, each with its rows.
     plots = json.loads(_run(["dvc", "plots", "show", "--json"], run_dir))
     assert not plots.get("errors"), plots["errors"]
@@ -220,6 +228,23 @@ VAR_TINY = {
     "latency": {"batch_sizes": [1, 2], "repeats": 1},
     "evaluate": {"grid_samples": 16, "latency_batch_size": 2},
 }
+
+
+@pytest.mark.slow
+@FASHION_MNIST
+def test_llamagen_tiny_scripts_on_the_tiny_run(llamagen_tiny_run, tmp_path):
+    """scripts/dd2_trial.py on the tiny run: both DD2 stages, its figures, and a rerun that resumes both."""
+    run_dir, _ = _copy_run(llamagen_tiny_run, tmp_path)
+    command = [sys.executable, str(ROOT / "scripts" / "dd2_trial.py"), "llamagen-tiny", "--gts-steps", "20",
+               "--csd-steps", "10", "--batch-size", "8", "--head-width", "32", "--num-samples", "50"]
+    output = _run(command, run_dir)
+    row = json.loads(output.splitlines()[-1])
+    assert row["gts_relative_error_at_start"] == 1.0 and row["gts_relative_error"] < 1.0
+    assert 0 <= row["marginal_tv_floor"] <= 1 and 0 <= row["marginal_tv"] <= 1
+    assert np.isfinite(row["dd2_validation_fid"]) and "dd_validation_fid" in row
+    rerun = _run(command, run_dir)
+    timeless = lambda result: {k: v for k, v in result.items() if not k.endswith("_seconds")}
+    assert rerun.count("resuming from") == 2 and timeless(json.loads(rerun.splitlines()[-1])) == timeless(row)
 
 
 def _image_folder(root: Path, per_class: dict[str, int]) -> None:
