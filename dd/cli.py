@@ -124,8 +124,8 @@ def report(params: Params = Path("params.yaml")):
         table = json.loads((layout.metrics_dir / "eval.json").read_text())
         latency = json.loads((layout.metrics_dir / "latency.json").read_text())
         protocol, batches = table["protocol"], config.latency.batch_sizes
-        typer.echo(f"\n**{teacher}**: {config.sample.num_samples:,} samples per method; FID in "
-                   f"{protocol['feature_extractor']} features against {protocol['reference']}; fid_to_teacher against "
+        typer.echo(f"\n**{teacher}**: {config.sample.num_samples:,} samples per method; FID in the "
+                   f"{protocol['feature_extractor']} against the {protocol['reference']}; fid_to_teacher against "
                    f"{protocol['teacher_reference']['num_samples']:,} teacher samples of their own seed; latency "
                    f"{latency['threads']} {latency['device'].upper()} threads\n")
         typer.echo("| method | steps | FID | validation FID | / teacher | fid_to_teacher | precision | recall | "
