@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from dd.checkpoint import save_torch
+from dd.config import CSDConfig
+from dd.families import DD2Parts
 from dd.progress import progress_bar
 from dd.provenance import changes
 from dd.sampling import TeacherContinuation
@@ -42,28 +43,6 @@ from dd.training import _write_log as write_log, read_log, update_ema, uses_bf16
 CSDLoss = Callable[[nn.Module, nn.Module, torch.Generator], Tensor]
 
 
-@dataclass(frozen=True)
-class CSDConfig:
-    """Stage 2's schedule (design/dd2.md sections 4, 5 and 8). A step is one generator update and the
-    `guidance_updates` guidance updates before it."""
-    train_steps: int = 1000
-    guidance_updates: int = 2             # K: the paper's 5 (LlamaGen-L, early VAR) and 2 (later, VAR-d24)
-    batch_size: int = 64
-    generator_learning_rate: float = 1e-4
-    guidance_learning_rate: float = 2e-4
-    warmup_steps: int = 50                # linear warm-up of both rates, then constant (the paper's warm-up)
-    ema_decay: float = 0.999              # the generator's EMA, min(decay, (1 + s) / (10 + s)) as the paper's
-    checkpoint_every: int = 100
-    log_every: int = 25
-    precision: str = "auto"
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.guidance_updates < 1:
-            raise ValueError(f"guidance_updates is {self.guidance_updates}: the guidance network must follow the "
-                             "generator, so give it at least 1 update per generator update")
-
-
 def snap(q: Tensor, codebook: Tensor) -> Tensor:
     """The nearest code of each vector: q (..., d), codebook (V, d) -> tokens (...) int64.
     argmin_j ||q - c_j||^2 = argmax_j (q . c_j - ||c_j||^2 / 2): one matrix product, no (..., V, d) difference."""
@@ -72,14 +51,15 @@ def snap(q: Tensor, codebook: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def sample_dd2(generator: nn.Module, codebook: Tensor, labels: Tensor, noise: Tensor,
+def sample_dd2(generate: Callable[[Tensor, Tensor], Tensor], codebook: Tensor, labels: Tensor, noise: Tensor,
                teacher: TeacherContinuation | None = None, kept: int = 0, last_timestep: int = 0) -> Tensor:
     """DD2's sampler: labels (B,), noise (B, L, d) -> tokens (B, L); sample i depends on its own noise only.
+    generate(labels, noise) -> continuous tokens (B, L, d) is the trained generator (DD2Parts.generate bound to it).
 
     One step: the generator's tokens. Multi-step (design/dd2.md section 6, the paper's VAR multi-step): the
     generator's first `kept` tokens, then the teacher's own sampler (with its static KV cache) remakes the rest
     up to `last_timestep` (tokens, or scales for a next-scale teacher, where `kept` must end a scale)."""
-    tokens = snap(generator(labels, noise), codebook)                                        # (B, L)
+    tokens = snap(generate(labels, noise), codebook)                                         # (B, L)
     return tokens if teacher is None else teacher(labels, noise, last_timestep, tokens[:, :kept])
 
 
@@ -178,13 +158,11 @@ def _resume(path: Path, provenance: dict, parts: dict) -> int:
 # ---------------------------------------------------------------------------------------------------------
 # The losses of one update, for any family's networks
 # ---------------------------------------------------------------------------------------------------------
-# A family provides (dd/raster/dd2.py): an AR-diffusion model with features(labels, tokens (B, L)) -> (B, L, C),
-# each position's feature from the class and the EARLIER tokens only, and head(x_t, t, feature) -> velocity; a
-# generator(labels, noise (B, L, d)) -> continuous tokens (B, L, d); and recipe_probs(labels, tokens) ->
-# (B, L, V), the teacher's law of each token given the earlier ones, after the recipe DD1 distils.
-
-RecipeProbs = Callable[[Tensor, Tensor], Tensor]
-
+# A family provides its networks and how to call them (dd/families/__init__.py `DD2Parts`): the AR-diffusion
+# model's features(model, labels, tokens) -> (B, L, C), each token's from the class and the EARLIER tokens only,
+# and its head(x_t, t, feature) -> velocity; generate(generator, labels, noise (B, L, d)) -> continuous tokens
+# (B, L, d); and recipe_probs(labels, tokens) -> (B, L, V), the teacher's law of each token given the earlier
+# ones, after the recipe DD1 distils.
 
 def _noisy_tokens(q: Tensor, rng: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Each token of q (B, L, d) at its own time: (x0, eps, t, x_t) with the tokens as rows (B*L, ...)."""
@@ -194,7 +172,7 @@ def _noisy_tokens(q: Tensor, rng: torch.Generator) -> tuple[Tensor, Tensor, Tens
     return x0, eps, t, noisy(x0, eps, t)
 
 
-def gts_loss_fn(recipe_probs: RecipeProbs, codebook: Tensor, labels: Tensor, tokens: Tensor) -> Callable:
+def gts_loss_fn(parts: DD2Parts, codebook: Tensor, labels: Tensor, tokens: Tensor) -> Callable:
     """Stage 1's loss for dd/training.py `train`: (model, example indices, rng) -> the GTS loss on teacher samples
     tokens[indices] (N, L) of labels[indices] (N,), on the codebook's device."""
     device = codebook.device
@@ -202,14 +180,14 @@ def gts_loss_fn(recipe_probs: RecipeProbs, codebook: Tensor, labels: Tensor, tok
     def loss(model, indices: Tensor, rng: torch.Generator) -> Tensor:
         batch_labels, batch_tokens = labels[indices].to(device), tokens[indices].to(device)
         with torch.no_grad():
-            probs = recipe_probs(batch_labels, batch_tokens).flatten(0, 1)       # (B*L, V)
-        features = model.features(batch_labels, batch_tokens).flatten(0, 1)      # (B*L, C)
+            probs = parts.recipe_probs(batch_labels, batch_tokens).flatten(0, 1)     # (B*L, V)
+        features = parts.features(model, batch_labels, batch_tokens).flatten(0, 1)  # (B*L, C)
         x0, eps, t, x_t = _noisy_tokens(codebook[batch_tokens], rng)
         return gts_loss(model.head(x_t, t, features), teacher_velocity(x_t, t, probs, codebook))
     return loss
 
 
-def csd_losses(recipe_probs: RecipeProbs, codebook: Tensor, num_classes: int, num_tokens: int,
+def csd_losses(parts: DD2Parts, codebook: Tensor, num_classes: int, num_tokens: int,
                batch_size: int) -> tuple[CSDLoss, CSDLoss]:
     """Stage 2's (generator loss, guidance loss) for `train_csd`. Each update draws its own classes and noise:
     stage 2 needs no data. The teacher and psi read the generator's earlier tokens snapped to codes, without
@@ -219,21 +197,21 @@ def csd_losses(recipe_probs: RecipeProbs, codebook: Tensor, num_classes: int, nu
     def draw(generator: nn.Module, rng: torch.Generator) -> tuple[Tensor, Tensor]:
         labels = torch.randint(num_classes, (batch_size,), generator=rng).to(device)             # (B,)
         noise = torch.randn(batch_size, num_tokens, code_dim, generator=rng).to(device)          # (B, L, d)
-        return labels, generator(labels, noise)                                                  # q (B, L, d)
+        return labels, parts.generate(generator, labels, noise)                                  # q (B, L, d)
 
     def generator_loss_fn(generator: nn.Module, guidance: nn.Module, rng: torch.Generator) -> Tensor:
         labels, q = draw(generator, rng)
         tokens = snap(q.detach(), codebook)                                                      # (B, L)
         with torch.no_grad():
-            probs = recipe_probs(labels, tokens).flatten(0, 1)                                   # (B*L, V)
-            features = guidance.features(labels, tokens).flatten(0, 1)                          # (B*L, C)
+            probs = parts.recipe_probs(labels, tokens).flatten(0, 1)                             # (B*L, V)
+            features = parts.features(guidance, labels, tokens).flatten(0, 1)                    # (B*L, C)
         x0, eps, t, x_t = _noisy_tokens(q, rng)
         return generator_loss(teacher_velocity(x_t, t, probs, codebook), guidance.head(x_t, t, features), x0, eps, t)
 
     def guidance_loss_fn(generator: nn.Module, guidance: nn.Module, rng: torch.Generator) -> Tensor:
         with torch.no_grad():
             labels, q = draw(generator, rng)                                                     # fresh samples
-        features = guidance.features(labels, snap(q, codebook)).flatten(0, 1)                    # (B*L, C)
+        features = parts.features(guidance, labels, snap(q, codebook)).flatten(0, 1)             # (B*L, C)
         x0, eps, t, x_t = _noisy_tokens(q, rng)
         return guidance_loss(guidance.head(x_t, t, features), x0, eps)
 

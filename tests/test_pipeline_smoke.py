@@ -30,6 +30,9 @@ TINY = {
     "teacher": {"train": {"train_steps": 10, "checkpoint_every": 5, "log_every": 5, "compile": False}},
     "pairs": {"num_pairs": 200, "shard_size": 100, "batch_size": 100},
     "student": {"train": {"train_steps": 10, "checkpoint_every": 5, "log_every": 5, "compile": False}},
+    # trained only where a test adds dd2 to `methods`
+    "dd2": {"head_width": 32, "gts": {"train_steps": 6, "batch_size": 8, "checkpoint_every": 3, "log_every": 3},
+            "csd": {"train_steps": 4, "batch_size": 8, "checkpoint_every": 2, "log_every": 2}, "teacher_steps": [32]},
     "sample": {"num_samples": 200, "batch_size": 100},
     "latency": {"batch_sizes": [1, 8], "repeats": 1},
     "evaluate": {"grid_samples": 16, "latency_batch_size": 8},
@@ -146,6 +149,25 @@ def test_dvc_repro_on_tiny_params(llamagen_tiny_run, tmp_path):
     assert _stages_rerun(run_dir) == {f"{stage}@llamagen-tiny" for stage in ("resolve", "sample_dd", "latency",
                                                                               "evaluate")}
     _check_hybrid_samples(run_dir, "llamagen-tiny", teacher_steps=32, first_tokens=32)
+
+    # DD2 beside DD1 (methods: [dd1, dd2]): the student stage reruns and keeps its finished training (the same
+    # weights), dd2 trains, and sampling, latency and evaluation rerun; eval.json gains DD2's rows
+    metrics, data = run_dir / "metrics" / "llamagen-tiny", run_dir / "data" / "llamagen-tiny"
+    assert json.loads((metrics / "dd2.json").read_text()) == {"trained": False}
+    student = load_state_dict(data / "student" / "model.pt")
+    params["methods"] = ["dd1", "dd2"]
+    (run_dir / "params.yaml").write_text(yaml.safe_dump(params))
+    assert _stages_rerun(run_dir) == {f"{stage}@llamagen-tiny" for stage in ("resolve", "student", "dd2", "sample_dd",
+                                                                              "latency", "evaluate")}
+    assert _same_weights(load_state_dict(data / "student" / "model.pt"), student)
+    table = json.loads((metrics / "eval.json").read_text())
+    assert {m: table[m]["steps"] for m in ("dd", "dd2", "dd2-hybrid-32")} == {"dd": 33, "dd2": 1, "dd2-hybrid-32": 33}
+    assert all(isinstance(table[m][field], (int, float)) for m in ("dd2", "dd2-hybrid-32") for field in FIELDS)
+    figures = json.loads((metrics / "dd2.json").read_text())
+    assert figures["trained"] and 0 < figures["gts_relative_error"] < 1 and 0 <= figures["marginal_tv"] <= 1
+    dd2, hybrid = (np.load(data / "samples_dd" / f"{name}.npz")["tokens"] for name in ("dd2", "dd2-hybrid-32"))
+    assert np.array_equal(hybrid[:, :32], dd2[:, :32]) and not np.array_equal(hybrid, dd2)
+    assert [row["step"] for row in json.loads((metrics / "dd2_log.json").read_text())] == [2, 4]
 
 
 @FASHION_MNIST

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from dd.checkpoint import with_weights
 from dd.config import RecipeConfig
 from dd.diffusion_head import DiffusionHead
+from dd.families import DD2Parts
 from dd.models.llamagen import GPT
 from dd.raster.teacher import apply_recipe, guided
 
@@ -102,3 +103,17 @@ class Generator(nn.Module):
         features = self.gpt.backbone(h)                                                             # (B, L, C)
         t = torch.ones(noise.shape[:2], device=noise.device)                                        # (B, L)
         return noise - self.head(noise, t, features)                                                # (B, L, d)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The family interface (dd/families/__init__.py)
+# ---------------------------------------------------------------------------------------------------------
+
+def dd2_parts(teacher: GPT, tokenizer, recipe: RecipeConfig) -> DD2Parts:
+    """Timesteps count tokens: the teacher remaking the last K leaves the generator's first L - K."""
+    num_tokens = teacher.config.num_image_tokens
+    return DD2Parts(diffusion_model=ARDiffusion.from_teacher, generator=Generator.from_diffusion,
+                    empty_generator=Generator, features=lambda model, labels, tokens: model.features(labels, tokens),
+                    generate=lambda generator, labels, noise: generator(labels, noise),
+                    recipe_probs=recipe_probs(teacher, recipe), kept_tokens=lambda teacher_steps: num_tokens - teacher_steps,
+                    num_timesteps=num_tokens)
