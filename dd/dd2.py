@@ -37,7 +37,7 @@ from dd.provenance import changes
 from dd.sampling import TeacherContinuation
 from dd.score_distillation import generator_loss, gts_loss, guidance_loss, noisy, sample_times, teacher_velocity
 from dd.seeding import indexed_generator
-from dd.training import _write_log as write_log, read_log, update_ema, uses_bf16
+from dd.training import Batch, _write_log as write_log, read_log, update_ema, uses_bf16
 
 # loss(generator, guidance, rng) -> scalar: one update's loss, its randomness (classes, noise, times) from rng
 CSDLoss = Callable[[nn.Module, nn.Module, torch.Generator], Tensor]
@@ -164,25 +164,31 @@ def _resume(path: Path, provenance: dict, parts: dict) -> int:
 # (B, L, d); and recipe_probs(labels, tokens) -> (B, L, V), the teacher's law of each token given the earlier
 # ones, after the recipe DD1 distils.
 
-def _noisy_tokens(q: Tensor, rng: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Each token of q (B, L, d) at its own time: (x0, eps, t, x_t) with the tokens as rows (B*L, ...)."""
-    x0 = q.flatten(0, 1)                                                          # (B*L, d)
-    eps = torch.randn(x0.shape, generator=rng).to(x0.device)                      # (B*L, d)
-    t = sample_times(len(x0), rng, x0.device)                                     # (B*L,)
+def _token_noise(batch_size: int, num_tokens: int, code_dim: int, rng: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A noise vector and a time for each token of a batch: eps (B, L, d), t (B, L), on the CPU."""
+    eps = torch.randn(batch_size, num_tokens, code_dim, generator=rng)
+    return eps, sample_times(batch_size * num_tokens, rng).view(batch_size, num_tokens)
+
+
+def _noisy(q: Tensor, eps: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Tokens q (B, L, d) at times t (B, L) under noise eps (B, L, d): (x0, eps, t, x_t), tokens as rows (B*L, ...)."""
+    x0, eps, t = q.flatten(0, 1), eps.flatten(0, 1).to(q.device), t.flatten().to(q.device)
     return x0, eps, t, noisy(x0, eps, t)
 
 
 def gts_loss_fn(parts: DD2Parts, codebook: Tensor, labels: Tensor, tokens: Tensor) -> Callable:
-    """Stage 1's loss for dd/training.py `train`: (model, example indices, rng) -> the GTS loss on teacher samples
-    tokens[indices] (N, L) of labels[indices] (N,), on the codebook's device."""
+    """Stage 1's loss for dd/training.py `train`: (model, batch) -> the GTS loss on this rank's rows of the batch
+    of teacher samples tokens (N, L) with labels (N,), on the codebook's device."""
     device = codebook.device
 
-    def loss(model, indices: Tensor, rng: torch.Generator) -> Tensor:
+    def loss(model, batch: Batch) -> Tensor:
+        indices = batch.local(batch.indices)
         batch_labels, batch_tokens = labels[indices].to(device), tokens[indices].to(device)
+        eps, t = (batch.local(x) for x in _token_noise(batch.size, tokens.shape[1], codebook.shape[1], batch.generator))
         with torch.no_grad():
             probs = parts.recipe_probs(batch_labels, batch_tokens).flatten(0, 1)     # (B*L, V)
         features = parts.features(model, batch_labels, batch_tokens).flatten(0, 1)  # (B*L, C)
-        x0, eps, t, x_t = _noisy_tokens(codebook[batch_tokens], rng)
+        x0, eps, t, x_t = _noisy(codebook[batch_tokens], eps, t)
         return gts_loss(model.head(x_t, t, features), teacher_velocity(x_t, t, probs, codebook))
     return loss
 
@@ -205,14 +211,14 @@ def csd_losses(parts: DD2Parts, codebook: Tensor, num_classes: int, num_tokens: 
         with torch.no_grad():
             probs = parts.recipe_probs(labels, tokens).flatten(0, 1)                             # (B*L, V)
             features = parts.features(guidance, labels, tokens).flatten(0, 1)                    # (B*L, C)
-        x0, eps, t, x_t = _noisy_tokens(q, rng)
+        x0, eps, t, x_t = _noisy(q, *_token_noise(batch_size, num_tokens, code_dim, rng))
         return generator_loss(teacher_velocity(x_t, t, probs, codebook), guidance.head(x_t, t, features), x0, eps, t)
 
     def guidance_loss_fn(generator: nn.Module, guidance: nn.Module, rng: torch.Generator) -> Tensor:
         with torch.no_grad():
             labels, q = draw(generator, rng)                                                     # fresh samples
         features = parts.features(guidance, labels, snap(q, codebook)).flatten(0, 1)             # (B*L, C)
-        x0, eps, t, x_t = _noisy_tokens(q, rng)
+        x0, eps, t, x_t = _noisy(q, *_token_noise(batch_size, num_tokens, code_dim, rng))
         return guidance_loss(guidance.head(x_t, t, features), x0, eps)
 
     return generator_loss_fn, guidance_loss_fn

@@ -2,7 +2,8 @@
 
 Progress is counted in steps of `batch_size` examples drawn with replacement by a generator seeded from
 (seed, step): the batch at step s is a function of the params alone, so a resumed run sees exactly the batches
-an uninterrupted one would, and under torchrun each rank takes its slice of the same global batch.
+an uninterrupted one would, and under torchrun each rank trains on its rows of the same global batch and of
+the same draws (`Batch`), so N ranks make the updates one makes (to float rounding).
 
 Resuming: rerun the same command. Every `checkpoint_every` steps the loop writes checkpoint.pt (model, EMA,
 optimizer, step, and the record of the params and code that produced it, dd/provenance.py) atomically into its
@@ -15,6 +16,7 @@ import copy
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,9 +30,30 @@ from dd.progress import progress_bar
 from dd.provenance import changes
 from dd.seeding import indexed_generator
 
-# loss_fn(model, example_indices (b,), generator) -> scalar loss; the generator drives any other per-step
-# randomness (class dropout, timesteps) so that it too is a function of (seed, step).
-LossFn = Callable[[nn.Module, Tensor, torch.Generator], Tensor]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One step's global batch, as every rank sees it. Each rank draws the per-example randomness (class dropout,
+    timesteps, noise) for the WHOLE batch from `generator`, the same on every rank, and trains on its own rows of
+    it (`local`): N ranks then see exactly the examples and the draws of one, and DDP's average of their mean
+    losses' gradients is the gradient of the global batch's mean loss."""
+    indices: Tensor                 # (B,) the examples of the global batch
+    generator: torch.Generator      # the step's other randomness, a function of (seed, step)
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def size(self) -> int:
+        return len(self.indices)
+
+    def local(self, rows: Tensor) -> Tensor:
+        """This rank's rows of a per-example tensor of the global batch (B, ...)."""
+        return rows[self.rank::self.world_size]
+
+
+# loss_fn(model, batch) -> this rank's mean loss over its rows of the batch
+LossFn = Callable[[nn.Module, Batch], Tensor]
 
 
 def uses_bf16(precision: str, device: torch.device) -> bool:
@@ -68,6 +91,9 @@ def train(model: nn.Module, loss_fn: LossFn, num_examples: int, config: TrainCon
     run (dd.provenance.record): a checkpoint is resumed only if it was written under the same record."""
     run_dir, log_path = Path(run_dir), Path(log_path)
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if config.batch_size % world_size:
+        raise ValueError(f"batch_size {config.batch_size} does not split evenly over {world_size} ranks: the ranks' "
+                         f"mean losses then weigh examples unequally; use a multiple of {world_size}")
     device = next(model.parameters()).device
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     decay_params = [p for p in model.parameters() if p.ndim >= 2]   # no weight decay on norms, biases
@@ -86,15 +112,16 @@ def train(model: nn.Module, loss_fn: LossFn, num_examples: int, config: TrainCon
     with progress_bar(description, config.train_steps, enabled=progress and rank == 0) as advance:
         advance(step)
         while step < config.train_steps:
-            # Draw this step's global batch; this rank trains on its slice of it.
+            # Draw this step's global batch; this rank trains on its rows of it.
             generator = indexed_generator(config.seed, step)
-            indices = torch.randint(num_examples, (config.batch_size,), generator=generator)[rank::world_size]
+            batch = Batch(torch.randint(num_examples, (config.batch_size,), generator=generator), generator,
+                          rank, world_size)
 
             # Forward and backward, bf16 autocast on the matrix products.
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, config)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = loss_fn(trained, indices, generator)
+                loss = loss_fn(trained, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), 1.0)

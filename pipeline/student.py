@@ -43,11 +43,12 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     on_device = functools.partial(torch.Tensor.to, device=device)
     targets = on_device(soft_targets(codebook, config.student.target_width))     # (V, V)
 
-    def loss_fn(model, indices, generator):
+    def loss_fn(model, batch):
         # Each example is trained at one of the timesteps, drawn uniformly.
-        sample_timesteps = timesteps[torch.randint(len(timesteps), (len(indices),), generator=generator)]
-        batch = map(on_device, (labels[indices], noise[indices], tokens[indices], codebook, sample_timesteps))
-        return parts.loss(model, *batch, targets)
+        drawn = timesteps[torch.randint(len(timesteps), (batch.size,), generator=batch.generator)]
+        indices = batch.local(batch.indices)
+        inputs = map(on_device, (labels[indices], noise[indices], tokens[indices], codebook, batch.local(drawn)))
+        return parts.loss(model, *inputs, targets)
 
     provenance = record(stage_entry("student"), config.student.timesteps, config.student.target_width,
                         config.student.train, file_sha256(layout.pairs_dir / MANIFEST), file_sha256(teacher_weights(layout)))

@@ -13,7 +13,7 @@ from dd.raster.dd2 import ARDiffusion, Generator, dd2_parts, recipe_probs
 from dd.raster.sampling import teacher_continuation
 from dd.raster.teacher import generate
 from dd.seeding import inverse_cdf
-from dd.training import read_log
+from dd.training import Batch, read_log
 from tests.helpers import MICRO, micro_codebook, micro_teacher
 
 RECIPE = RecipeConfig(cfg_scale=1.5, temperature=1.0, top_k=5, top_p=1.0)
@@ -42,8 +42,8 @@ def test_the_ar_diffusion_model_starts_as_the_teacher_and_leaves_it_untouched():
     assert model.head(codebook[tokens], torch.rand(2, MICRO.num_image_tokens), features).abs().max() == 0
 
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    loss = gts_loss_fn(dd2_parts(teacher, None, RECIPE), codebook, labels, tokens)(model, torch.tensor([0, 1]),
-                                                                                   torch.Generator().manual_seed(0))
+    loss = gts_loss_fn(dd2_parts(teacher, None, RECIPE), codebook, labels, tokens)(
+        model, Batch(torch.tensor([0, 1]), torch.Generator().manual_seed(0)))
     loss.backward()
     assert loss > 0 and model.gpt.layers[0].attention.wqkv.weight.grad is not None
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())
@@ -143,7 +143,7 @@ def toy_stage_one(steps: int = 300) -> ToyDiffusion:
     loss_fn = gts_loss_fn(TOY, TOY_CODES, torch.zeros(4096, dtype=torch.long), tokens)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(steps):
-        loss = loss_fn(model, torch.randint(4096, (256,), generator=rng), rng)
+        loss = loss_fn(model, Batch(torch.randint(4096, (256,), generator=rng), rng))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
