@@ -33,11 +33,10 @@ from dd.checkpoint import save_torch
 from dd.config import CSDConfig
 from dd.families import DD2Parts
 from dd.progress import progress_bar
-from dd.provenance import changes
 from dd.sampling import TeacherContinuation
 from dd.score_distillation import generator_loss, gts_loss, guidance_loss, noisy, sample_times, teacher_velocity
 from dd.seeding import indexed_generator
-from dd.training import Batch, _write_log as write_log, read_log, update_ema, uses_bf16
+from dd.training import Batch, read_log, resume, update_ema, uses_bf16, write_log
 
 # loss(generator, guidance, rng) -> scalar: one update's loss, its randomness (classes, noise, times) from rng
 CSDLoss = Callable[[nn.Module, nn.Module, torch.Generator], Tensor]
@@ -84,7 +83,7 @@ def train_csd(generator: nn.Module, guidance: nn.Module, generator_loss_fn: CSDL
     guidance_optimizer = torch.optim.Adam(guidance.parameters(), lr=config.guidance_learning_rate, betas=(0.9, 0.95))
     parts = {"generator": generator, "guidance": guidance, "ema": ema,
              "generator_optimizer": generator_optimizer, "guidance_optimizer": guidance_optimizer}
-    step = _resume(run_dir / "checkpoint.pt", provenance, parts)
+    step = resume(run_dir / "checkpoint.pt", provenance, parts)
     log_rows = [row for row in read_log(log_path) if row["step"] <= step] if step else []
     bf16 = uses_bf16(config.precision, device)
 
@@ -131,28 +130,6 @@ def train_csd(generator: nn.Module, guidance: nn.Module, generator_loss_fn: CSDL
                            | {"step": step, "provenance": provenance})
             advance(1, loss=generator_row[0])
     return ema
-
-
-def _resume(path: Path, provenance: dict, parts: dict) -> int:
-    """The step to continue from: the checkpoint's, after loading every part, or 0 (and why) when it cannot be used."""
-    if not path.exists():
-        return 0
-    fresh = {name: copy.deepcopy(part.state_dict()) for name, part in parts.items()}
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        reason = changes(state.get("provenance"), provenance)
-        if not reason:
-            for name, part in parts.items():
-                part.load_state_dict(state[name])
-    except Exception as error:    # written atomically, so only damage after the fact (or other models) gets here
-        reason = f"cannot be resumed ({type(error).__name__}: {error})"
-    if reason:
-        for name, part in parts.items():      # a load that failed half-way must not leave a mix behind
-            part.load_state_dict(fresh[name])
-        print(f"{path} {reason}; starting this training afresh")
-        return 0
-    print(f"resuming from {path} at step {state['step']}")
-    return state["step"]
 
 
 # ---------------------------------------------------------------------------------------------------------

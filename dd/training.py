@@ -101,7 +101,8 @@ def train(model: nn.Module, loss_fn: LossFn, num_examples: int, config: TrainCon
     optimizer = torch.optim.AdamW([{"params": decay_params, "weight_decay": config.weight_decay},
                                    {"params": other_params, "weight_decay": 0.0}], lr=config.learning_rate,
                                   betas=(0.9, 0.95))
-    step, log_rows = _resume(run_dir / "checkpoint.pt", log_path, provenance, model, ema, optimizer)
+    step = resume(run_dir / "checkpoint.pt", provenance, {"model": model, "ema": ema, "optimizer": optimizer})
+    log_rows = [row for row in read_log(log_path) if row["step"] <= step] if step else []
     if config.compile and step < config.train_steps:
         model.compile()     # in place: the parameters and state-dict keys stay the model's own
     trained = nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
@@ -141,7 +142,7 @@ def train(model: nn.Module, loss_fn: LossFn, num_examples: int, config: TrainCon
                                  "train/examples": step * config.batch_size, "train/bf16": bf16,
                                  "train/seconds": round(time.time() - started, 2)})
             if rank == 0 and (step % config.checkpoint_every == 0 or step == config.train_steps):
-                _write_log(log_path, log_rows)
+                write_log(log_path, log_rows)
                 save_torch(run_dir / "checkpoint.pt", {"model": model.state_dict(), "ema": ema.state_dict(),
                                                        "optimizer": optimizer.state_dict(), "step": step,
                                                        "provenance": provenance})
@@ -149,27 +150,28 @@ def train(model: nn.Module, loss_fn: LossFn, num_examples: int, config: TrainCon
     return ema
 
 
-def _resume(path: Path, log_path: Path, provenance: dict, model, ema, optimizer) -> tuple[int, list[dict]]:
+def resume(path: Path, provenance: dict, parts: dict) -> int:
+    """Load a training checkpoint's `parts` ({name: module or optimizer}, saved under those names) and return its
+    step, or return 0 (and say why) when it cannot be resumed: unreadable, made under another record (other
+    params or code), or holding other models (names or shapes differ). Nothing is loaded unless all of it fits."""
     if not path.exists():
-        return 0, []
+        return 0
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:          # written atomically, so only damage after the fact gets here
         print(f"{path} cannot be read ({type(error).__name__}: {error}); starting this training afresh")
-        return 0, []
+        return 0
     reason = changes(state.get("provenance"), provenance)
+    if not reason and any(isinstance(part, nn.Module) and (name not in state or _shapes(state[name]) !=
+                                                          _shapes(part.state_dict())) for name, part in parts.items()):
+        reason = "holds another model's weights (names or shapes differ)"    # the code changed a model since
     if reason:
         print(f"{path} {reason}; starting this training afresh")
-        return 0, []
-    if _shapes(state["model"]) != _shapes(model.state_dict()):   # the code changed the model since
-        print(f"{path} holds another model's weights (names or shapes differ); starting this training afresh")
-        return 0, []
-    model.load_state_dict(state["model"])
-    ema.load_state_dict(state["ema"])
-    optimizer.load_state_dict(state["optimizer"])
-    rows = read_log(log_path)
+        return 0
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
     print(f"resuming from {path} at step {state['step']}")
-    return state["step"], [row for row in rows if row["step"] <= state["step"]]
+    return state["step"]
 
 
 def _shapes(state: dict) -> dict:
@@ -181,6 +183,6 @@ def read_log(path: Path) -> list[dict]:
     return json.loads(Path(path).read_text()) if Path(path).exists() else []
 
 
-def _write_log(path: Path, rows: list[dict]) -> None:
+def write_log(path: Path, rows: list[dict]) -> None:
     # A JSON list, one row a line: what `dvc plots show` and `dvc plots diff` read (they do not read JSON lines).
     atomic_write(path, lambda tmp: tmp.write_text("[\n" + ",\n".join(json.dumps(row) for row in rows) + "\n]\n"))
