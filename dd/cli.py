@@ -99,10 +99,14 @@ _teacher_command("teacher", "Train the AR teacher (teacher.*; rerun the same com
                             "published checkpoint (teacher.source: download; resumes a partial file, checks sha256).")
 _teacher_command("pairs", "Generate the DD (noise, tokens, class) pairs as webdataset shards (pairs.*, recipe.*, "
                           "flow.*); rerun to resume, complete shards are kept. Under torchrun, shards are split over ranks.")
-_teacher_command("student", "Train the DD student on the pairs (student.*); rerun the same command to resume.")
+_teacher_command("student", "Train the DD student (DD1) on the pairs (student.*), if `methods` lists dd1; rerun the "
+                            "same command to resume.")
+_teacher_command("dd2", "Train DD2 (dd2.*), if `methods` lists dd2: the AR-diffusion model on the pair tokens (GTS), "
+                        "then the one-step generator (CSD); rerun the same command to resume.")
 _teacher_command("sample", "Sample the teacher, the onestep and skip baselines and tokenizer reconstructions.")
-_teacher_command("sample_dd", "Sample the DD student at student.steps steps (1 or 2), with student.teacher_steps of the "
-                              "teacher's own between the two (hybrid sampling; 0: off).")
+_teacher_command("sample_dd", "Sample every distilled row: DD1 at student.steps steps (1 or 2), with "
+                              "student.teacher_steps of the teacher's own between the two (hybrid sampling; 0: off), "
+                              "and sample.dd_variants; DD2 in one step and dd2.teacher_steps.")
 _teacher_command("latency", "Benchmark seconds per image of every method at latency.batch_sizes, side by side.")
 _teacher_command("evaluate", "FID, fid_to_teacher, precision/recall, class accuracy; eval.json, grids and plot.")
 

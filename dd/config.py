@@ -182,6 +182,42 @@ def dd_method(steps: int, teacher_steps: int) -> str:
 
 
 @dataclass(frozen=True)
+class CSDConfig:
+    """DD2's stage 2, conditional score distillation (dd/dd2.py `train_csd`). A step is one generator update and
+    the `guidance_updates` guidance updates before it; both networks use Adam, betas (0.9, 0.95), as the paper."""
+    train_steps: int = 1000
+    guidance_updates: int = 2             # K: the paper's 5 (LlamaGen-L, early VAR) and 2 (later, VAR-d24)
+    batch_size: int = 64
+    generator_learning_rate: float = 1e-4
+    guidance_learning_rate: float = 2e-4
+    warmup_steps: int = 50                # linear warm-up of both rates, then constant (the paper's warm-up)
+    ema_decay: float = 0.999              # the generator's EMA, min(decay, (1 + s) / (10 + s)) as the paper's
+    checkpoint_every: int = 100
+    log_every: int = 25
+    precision: str = "fp32"               # as TrainConfig.precision
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DD2Config:
+    """DD2 (dd/dd2.py; design/dd2.md), trained by the dd2 stage when `methods` lists it: stage 1 tunes the
+    AR-diffusion model (the teacher with a diffusion head) on the pair shards' tokens with the GTS loss, stage 2
+    trains the one-step generator with CSD against the teacher and a guidance network."""
+    head_width: int = 256                 # the diffusion head (dd/diffusion_head.py): width and residual blocks
+    head_depth: int = 3
+    seed: int = 0                         # the head's initial weights
+    gts: TrainConfig = TrainConfig()
+    csd: CSDConfig = CSDConfig()
+    teacher_steps: tuple[int, ...] = ()   # multi-step rows dd2-hybrid-K: the generator's tokens, then the teacher
+                                          # remakes the last K timesteps (tokens; scales for a next-scale teacher)
+
+
+def dd2_method(teacher_steps: int) -> str:
+    """The eval.json row of DD2: dd2 (one step), or dd2-hybrid-K (the teacher remakes the last K timesteps)."""
+    return f"dd2-hybrid-{teacher_steps}" if teacher_steps else "dd2"
+
+
+@dataclass(frozen=True)
 class SampleConfig:
     num_samples: int = 10_000         # per method
     labels: str = "balanced"          # "balanced": sample i has class i % K, like the balanced test split;
@@ -215,6 +251,8 @@ class EvaluateConfig:
 @dataclass(frozen=True)
 class Config:
     teachers: tuple[str, ...] = ("llamagen-tiny",)
+    methods: tuple[str, ...] = ("dd1",)   # the distillation methods trained and evaluated side by side on each
+                                          # teacher: "dd1" (stage student; rows dd, dd-*), "dd2" (stage dd2; dd2, dd2-*)
     data: DataConfig = DataConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
@@ -224,6 +262,7 @@ class Config:
     flow: FlowConfig = FlowConfig()
     pairs: PairsConfig = PairsConfig()
     student: StudentConfig = StudentConfig()
+    dd2: DD2Config = DD2Config()
     sample: SampleConfig = SampleConfig()
     latency: LatencyConfig = LatencyConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
@@ -231,7 +270,12 @@ class Config:
     def __post_init__(self):
         checks = {
             "data.validation_fraction": 0 < self.data.validation_fraction < 1,
+            "methods": len(self.methods) >= 1 and len(set(self.methods)) == len(self.methods)
+                       and set(self.methods) <= set(METHODS),
             "student.steps": self.student.steps in (1, 2),
+            "dd2.csd.guidance_updates": self.dd2.csd.guidance_updates >= 1,
+            "dd2.csd.precision": self.dd2.csd.precision in PRECISIONS,
+            "dd2.teacher_steps": all(k > 0 for k in self.dd2.teacher_steps),
             "student.timesteps": len(self.student.timesteps) >= 1 and self.student.timesteps[0] == 0,
             "teacher.source": self.teacher.source in ("train", "download"),
             "tokenizer.source": self.tokenizer.source in ("train", "download"),
@@ -247,6 +291,7 @@ class Config:
                                       for variant in self.sample.dd_variants),
             **{f"{section}.train.precision": getattr(self, section).train.precision in PRECISIONS
                for section in TRAINED_SECTIONS},
+            "dd2.gts.precision": self.dd2.gts.precision in PRECISIONS,
         }
         for key, ok in checks.items():
             if not ok:
@@ -260,13 +305,19 @@ class Config:
 
 
 PRECISIONS = ("fp32", "bf16", "auto")
+METHODS = ("dd1", "dd2")                             # `methods`: the distillation methods
 TRAINED_SECTIONS = ("vqvae", "teacher", "student")   # the sections with a `train` TrainConfig
 
 _HINTS = {
     **{f"{section}.train.precision": "use 'fp32', 'bf16' or 'auto'" for section in TRAINED_SECTIONS},
     "data.validation_fraction": "the share of each class's train images held out for validation: strictly between "
                                 "0 and 1, e.g. 0.1",
+    "methods": "a list of distinct methods among 'dd1' and 'dd2', e.g. -S 'methods=[dd1,dd2]'",
     "student.steps": "use 1 or 2",
+    "dd2.csd.guidance_updates": "the guidance network must follow the generator: at least 1 update per generator update",
+    "dd2.csd.precision": "use 'fp32', 'bf16' or 'auto'",
+    "dd2.gts.precision": "use 'fp32', 'bf16' or 'auto'",
+    "dd2.teacher_steps": "a list of positive teacher steps, e.g. [16]: row dd2-hybrid-16 (the teacher remakes the last 16)",
     "student.timesteps": "a list starting with 0 (the all-noise timestep), e.g. [0, 32]",
     "teacher.source": "use 'train' or 'download'",
     "tokenizer.source": "use 'train' or 'download'",
@@ -298,15 +349,16 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "tokenizer": ("data", "tokenizer", "vqvae"),
     "teacher": ("data", "tokenizer", "teacher"),                   # its resume fingerprint covers all three
     "pairs": ("recipe", "flow", "pairs"),
-    "student": ("student.timesteps", "student.target_width", "student.train"),
+    "student": ("methods", "student.timesteps", "student.target_width", "student.train"),
+    "dd2": ("methods", "recipe", "dd2.head_width", "dd2.head_depth", "dd2.seed", "dd2.gts", "dd2.csd"),
     "sample": ("recipe", "sample", "tokenizer.source"),
-    "sample_dd": ("student.steps", "student.teacher_steps", "student.timesteps", "sample.num_samples",
-                  "sample.labels", "sample.batch_size", "sample.seed", "sample.dd_variants"),
-    "latency": ("latency", "recipe", "student.steps", "student.teacher_steps", "student.timesteps", "sample.skip_tokens",
-                "sample.dd_variants"),
-    "evaluate": ("data.source", "classifier.feature_dim", "tokenizer.source", "evaluate", "student.steps",
-                 "student.teacher_steps", "student.timesteps", "sample.skip_tokens", "sample.reference_seed",
-                 "sample.dd_variants"),
+    "sample_dd": ("methods", "student.steps", "student.teacher_steps", "student.timesteps", "dd2.teacher_steps",
+                  "sample.num_samples", "sample.labels", "sample.batch_size", "sample.seed", "sample.dd_variants"),
+    "latency": ("latency", "recipe", "methods", "student.steps", "student.teacher_steps", "student.timesteps",
+                "dd2.teacher_steps", "sample.skip_tokens", "sample.dd_variants"),
+    "evaluate": ("data.source", "classifier.feature_dim", "tokenizer.source", "evaluate", "methods", "student.steps",
+                 "student.teacher_steps", "student.timesteps", "dd2.teacher_steps", "sample.skip_tokens",
+                 "sample.reference_seed", "sample.dd_variants"),
 }
 
 

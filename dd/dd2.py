@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -31,37 +30,16 @@ import torch
 from torch import Tensor, nn
 
 from dd.checkpoint import save_torch
+from dd.config import CSDConfig
+from dd.families import DD2Parts
 from dd.progress import progress_bar
-from dd.provenance import changes
 from dd.sampling import TeacherContinuation
 from dd.score_distillation import generator_loss, gts_loss, guidance_loss, noisy, sample_times, teacher_velocity
 from dd.seeding import indexed_generator
-from dd.training import _write_log as write_log, read_log, update_ema, uses_bf16
+from dd.training import Batch, read_log, resume, update_ema, uses_bf16, write_log
 
 # loss(generator, guidance, rng) -> scalar: one update's loss, its randomness (classes, noise, times) from rng
 CSDLoss = Callable[[nn.Module, nn.Module, torch.Generator], Tensor]
-
-
-@dataclass(frozen=True)
-class CSDConfig:
-    """Stage 2's schedule (design/dd2.md sections 4, 5 and 8). A step is one generator update and the
-    `guidance_updates` guidance updates before it."""
-    train_steps: int = 1000
-    guidance_updates: int = 2             # K: the paper's 5 (LlamaGen-L, early VAR) and 2 (later, VAR-d24)
-    batch_size: int = 64
-    generator_learning_rate: float = 1e-4
-    guidance_learning_rate: float = 2e-4
-    warmup_steps: int = 50                # linear warm-up of both rates, then constant (the paper's warm-up)
-    ema_decay: float = 0.999              # the generator's EMA, min(decay, (1 + s) / (10 + s)) as the paper's
-    checkpoint_every: int = 100
-    log_every: int = 25
-    precision: str = "auto"
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.guidance_updates < 1:
-            raise ValueError(f"guidance_updates is {self.guidance_updates}: the guidance network must follow the "
-                             "generator, so give it at least 1 update per generator update")
 
 
 def snap(q: Tensor, codebook: Tensor) -> Tensor:
@@ -72,14 +50,15 @@ def snap(q: Tensor, codebook: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def sample_dd2(generator: nn.Module, codebook: Tensor, labels: Tensor, noise: Tensor,
+def sample_dd2(generate: Callable[[Tensor, Tensor], Tensor], codebook: Tensor, labels: Tensor, noise: Tensor,
                teacher: TeacherContinuation | None = None, kept: int = 0, last_timestep: int = 0) -> Tensor:
     """DD2's sampler: labels (B,), noise (B, L, d) -> tokens (B, L); sample i depends on its own noise only.
+    generate(labels, noise) -> continuous tokens (B, L, d) is the trained generator (DD2Parts.generate bound to it).
 
     One step: the generator's tokens. Multi-step (design/dd2.md section 6, the paper's VAR multi-step): the
     generator's first `kept` tokens, then the teacher's own sampler (with its static KV cache) remakes the rest
     up to `last_timestep` (tokens, or scales for a next-scale teacher, where `kept` must end a scale)."""
-    tokens = snap(generator(labels, noise), codebook)                                        # (B, L)
+    tokens = snap(generate(labels, noise), codebook)                                         # (B, L)
     return tokens if teacher is None else teacher(labels, noise, last_timestep, tokens[:, :kept])
 
 
@@ -104,7 +83,7 @@ def train_csd(generator: nn.Module, guidance: nn.Module, generator_loss_fn: CSDL
     guidance_optimizer = torch.optim.Adam(guidance.parameters(), lr=config.guidance_learning_rate, betas=(0.9, 0.95))
     parts = {"generator": generator, "guidance": guidance, "ema": ema,
              "generator_optimizer": generator_optimizer, "guidance_optimizer": guidance_optimizer}
-    step = _resume(run_dir / "checkpoint.pt", provenance, parts)
+    step = resume(run_dir / "checkpoint.pt", provenance, parts)
     log_rows = [row for row in read_log(log_path) if row["step"] <= step] if step else []
     bf16 = uses_bf16(config.precision, device)
 
@@ -153,63 +132,45 @@ def train_csd(generator: nn.Module, guidance: nn.Module, generator_loss_fn: CSDL
     return ema
 
 
-def _resume(path: Path, provenance: dict, parts: dict) -> int:
-    """The step to continue from: the checkpoint's, after loading every part, or 0 (and why) when it cannot be used."""
-    if not path.exists():
-        return 0
-    fresh = {name: copy.deepcopy(part.state_dict()) for name, part in parts.items()}
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        reason = changes(state.get("provenance"), provenance)
-        if not reason:
-            for name, part in parts.items():
-                part.load_state_dict(state[name])
-    except Exception as error:    # written atomically, so only damage after the fact (or other models) gets here
-        reason = f"cannot be resumed ({type(error).__name__}: {error})"
-    if reason:
-        for name, part in parts.items():      # a load that failed half-way must not leave a mix behind
-            part.load_state_dict(fresh[name])
-        print(f"{path} {reason}; starting this training afresh")
-        return 0
-    print(f"resuming from {path} at step {state['step']}")
-    return state["step"]
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The losses of one update, for any family's networks
 # ---------------------------------------------------------------------------------------------------------
-# A family provides (dd/raster/dd2.py): an AR-diffusion model with features(labels, tokens (B, L)) -> (B, L, C),
-# each position's feature from the class and the EARLIER tokens only, and head(x_t, t, feature) -> velocity; a
-# generator(labels, noise (B, L, d)) -> continuous tokens (B, L, d); and recipe_probs(labels, tokens) ->
-# (B, L, V), the teacher's law of each token given the earlier ones, after the recipe DD1 distils.
+# A family provides its networks and how to call them (dd/families/__init__.py `DD2Parts`): the AR-diffusion
+# model's features(model, labels, tokens) -> (B, L, C), each token's from the class and the EARLIER tokens only,
+# and its head(x_t, t, feature) -> velocity; generate(generator, labels, noise (B, L, d)) -> continuous tokens
+# (B, L, d); and recipe_probs(labels, tokens) -> (B, L, V), the teacher's law of each token given the earlier
+# ones, after the recipe DD1 distils.
 
-RecipeProbs = Callable[[Tensor, Tensor], Tensor]
+def _token_noise(batch_size: int, num_tokens: int, code_dim: int, rng: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A noise vector and a time for each token of a batch: eps (B, L, d), t (B, L), on the CPU."""
+    eps = torch.randn(batch_size, num_tokens, code_dim, generator=rng)
+    return eps, sample_times(batch_size * num_tokens, rng).view(batch_size, num_tokens)
 
 
-def _noisy_tokens(q: Tensor, rng: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Each token of q (B, L, d) at its own time: (x0, eps, t, x_t) with the tokens as rows (B*L, ...)."""
-    x0 = q.flatten(0, 1)                                                          # (B*L, d)
-    eps = torch.randn(x0.shape, generator=rng).to(x0.device)                      # (B*L, d)
-    t = sample_times(len(x0), rng, x0.device)                                     # (B*L,)
+def _noisy(q: Tensor, eps: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Tokens q (B, L, d) at times t (B, L) under noise eps (B, L, d): (x0, eps, t, x_t), tokens as rows (B*L, ...)."""
+    x0, eps, t = q.flatten(0, 1), eps.flatten(0, 1).to(q.device), t.flatten().to(q.device)
     return x0, eps, t, noisy(x0, eps, t)
 
 
-def gts_loss_fn(recipe_probs: RecipeProbs, codebook: Tensor, labels: Tensor, tokens: Tensor) -> Callable:
-    """Stage 1's loss for dd/training.py `train`: (model, example indices, rng) -> the GTS loss on teacher samples
-    tokens[indices] (N, L) of labels[indices] (N,), on the codebook's device."""
+def gts_loss_fn(parts: DD2Parts, codebook: Tensor, labels: Tensor, tokens: Tensor) -> Callable:
+    """Stage 1's loss for dd/training.py `train`: (model, batch) -> the GTS loss on this rank's rows of the batch
+    of teacher samples tokens (N, L) with labels (N,), on the codebook's device."""
     device = codebook.device
 
-    def loss(model, indices: Tensor, rng: torch.Generator) -> Tensor:
+    def loss(model, batch: Batch) -> Tensor:
+        indices = batch.local(batch.indices)
         batch_labels, batch_tokens = labels[indices].to(device), tokens[indices].to(device)
+        eps, t = (batch.local(x) for x in _token_noise(batch.size, tokens.shape[1], codebook.shape[1], batch.generator))
         with torch.no_grad():
-            probs = recipe_probs(batch_labels, batch_tokens).flatten(0, 1)       # (B*L, V)
-        features = model.features(batch_labels, batch_tokens).flatten(0, 1)      # (B*L, C)
-        x0, eps, t, x_t = _noisy_tokens(codebook[batch_tokens], rng)
+            probs = parts.recipe_probs(batch_labels, batch_tokens).flatten(0, 1)     # (B*L, V)
+        features = parts.features(model, batch_labels, batch_tokens).flatten(0, 1)  # (B*L, C)
+        x0, eps, t, x_t = _noisy(codebook[batch_tokens], eps, t)
         return gts_loss(model.head(x_t, t, features), teacher_velocity(x_t, t, probs, codebook))
     return loss
 
 
-def csd_losses(recipe_probs: RecipeProbs, codebook: Tensor, num_classes: int, num_tokens: int,
+def csd_losses(parts: DD2Parts, codebook: Tensor, num_classes: int, num_tokens: int,
                batch_size: int) -> tuple[CSDLoss, CSDLoss]:
     """Stage 2's (generator loss, guidance loss) for `train_csd`. Each update draws its own classes and noise:
     stage 2 needs no data. The teacher and psi read the generator's earlier tokens snapped to codes, without
@@ -219,22 +180,22 @@ def csd_losses(recipe_probs: RecipeProbs, codebook: Tensor, num_classes: int, nu
     def draw(generator: nn.Module, rng: torch.Generator) -> tuple[Tensor, Tensor]:
         labels = torch.randint(num_classes, (batch_size,), generator=rng).to(device)             # (B,)
         noise = torch.randn(batch_size, num_tokens, code_dim, generator=rng).to(device)          # (B, L, d)
-        return labels, generator(labels, noise)                                                  # q (B, L, d)
+        return labels, parts.generate(generator, labels, noise)                                  # q (B, L, d)
 
     def generator_loss_fn(generator: nn.Module, guidance: nn.Module, rng: torch.Generator) -> Tensor:
         labels, q = draw(generator, rng)
         tokens = snap(q.detach(), codebook)                                                      # (B, L)
         with torch.no_grad():
-            probs = recipe_probs(labels, tokens).flatten(0, 1)                                   # (B*L, V)
-            features = guidance.features(labels, tokens).flatten(0, 1)                          # (B*L, C)
-        x0, eps, t, x_t = _noisy_tokens(q, rng)
+            probs = parts.recipe_probs(labels, tokens).flatten(0, 1)                             # (B*L, V)
+            features = parts.features(guidance, labels, tokens).flatten(0, 1)                    # (B*L, C)
+        x0, eps, t, x_t = _noisy(q, *_token_noise(batch_size, num_tokens, code_dim, rng))
         return generator_loss(teacher_velocity(x_t, t, probs, codebook), guidance.head(x_t, t, features), x0, eps, t)
 
     def guidance_loss_fn(generator: nn.Module, guidance: nn.Module, rng: torch.Generator) -> Tensor:
         with torch.no_grad():
             labels, q = draw(generator, rng)                                                     # fresh samples
-        features = guidance.features(labels, snap(q, codebook)).flatten(0, 1)                    # (B*L, C)
-        x0, eps, t, x_t = _noisy_tokens(q, rng)
+        features = parts.features(guidance, labels, snap(q, codebook)).flatten(0, 1)             # (B*L, C)
+        x0, eps, t, x_t = _noisy(q, *_token_noise(batch_size, num_tokens, code_dim, rng))
         return guidance_loss(guidance.head(x_t, t, features), x0, eps)
 
     return generator_loss_fn, guidance_loss_fn

@@ -41,6 +41,8 @@ class Layout:
     @property
     def samples_dir(self) -> Path: return self.data_root / self.teacher / "samples"
     @property
+    def dd2_dir(self) -> Path: return self.data_root / self.teacher / "dd2"
+    @property
     def dd_samples_dir(self) -> Path: return self.data_root / self.teacher / "samples_dd"
     @property
     def metrics_dir(self) -> Path: return self.metrics_root / self.teacher

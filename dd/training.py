@@ -2,7 +2,8 @@
 
 Progress is counted in steps of `batch_size` examples drawn with replacement by a generator seeded from
 (seed, step): the batch at step s is a function of the params alone, so a resumed run sees exactly the batches
-an uninterrupted one would, and under torchrun each rank takes its slice of the same global batch.
+an uninterrupted one would, and under torchrun each rank trains on its rows of the same global batch and of
+the same draws (`Batch`), so N ranks make the updates one makes (to float rounding).
 
 Resuming: rerun the same command. Every `checkpoint_every` steps the loop writes checkpoint.pt (model, EMA,
 optimizer, step, and the record of the params and code that produced it, dd/provenance.py) atomically into its
@@ -15,6 +16,7 @@ import copy
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,9 +30,30 @@ from dd.progress import progress_bar
 from dd.provenance import changes
 from dd.seeding import indexed_generator
 
-# loss_fn(model, example_indices (b,), generator) -> scalar loss; the generator drives any other per-step
-# randomness (class dropout, timesteps) so that it too is a function of (seed, step).
-LossFn = Callable[[nn.Module, Tensor, torch.Generator], Tensor]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One step's global batch, as every rank sees it. Each rank draws the per-example randomness (class dropout,
+    timesteps, noise) for the WHOLE batch from `generator`, the same on every rank, and trains on its own rows of
+    it (`local`): N ranks then see exactly the examples and the draws of one, and DDP's average of their mean
+    losses' gradients is the gradient of the global batch's mean loss."""
+    indices: Tensor                 # (B,) the examples of the global batch
+    generator: torch.Generator      # the step's other randomness, a function of (seed, step)
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def size(self) -> int:
+        return len(self.indices)
+
+    def local(self, rows: Tensor) -> Tensor:
+        """This rank's rows of a per-example tensor of the global batch (B, ...)."""
+        return rows[self.rank::self.world_size]
+
+
+# loss_fn(model, batch) -> this rank's mean loss over its rows of the batch
+LossFn = Callable[[nn.Module, Batch], Tensor]
 
 
 def uses_bf16(precision: str, device: torch.device) -> bool:
@@ -68,6 +91,9 @@ def train(model: nn.Module, loss_fn: LossFn, num_examples: int, config: TrainCon
     run (dd.provenance.record): a checkpoint is resumed only if it was written under the same record."""
     run_dir, log_path = Path(run_dir), Path(log_path)
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if config.batch_size % world_size:
+        raise ValueError(f"batch_size {config.batch_size} does not split evenly over {world_size} ranks: the ranks' "
+                         f"mean losses then weigh examples unequally; use a multiple of {world_size}")
     device = next(model.parameters()).device
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     decay_params = [p for p in model.parameters() if p.ndim >= 2]   # no weight decay on norms, biases
@@ -75,7 +101,8 @@ def train(model: nn.Module, loss_fn: LossFn, num_examples: int, config: TrainCon
     optimizer = torch.optim.AdamW([{"params": decay_params, "weight_decay": config.weight_decay},
                                    {"params": other_params, "weight_decay": 0.0}], lr=config.learning_rate,
                                   betas=(0.9, 0.95))
-    step, log_rows = _resume(run_dir / "checkpoint.pt", log_path, provenance, model, ema, optimizer)
+    step = resume(run_dir / "checkpoint.pt", provenance, {"model": model, "ema": ema, "optimizer": optimizer})
+    log_rows = [row for row in read_log(log_path) if row["step"] <= step] if step else []
     if config.compile and step < config.train_steps:
         model.compile()     # in place: the parameters and state-dict keys stay the model's own
     trained = nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
@@ -86,15 +113,16 @@ def train(model: nn.Module, loss_fn: LossFn, num_examples: int, config: TrainCon
     with progress_bar(description, config.train_steps, enabled=progress and rank == 0) as advance:
         advance(step)
         while step < config.train_steps:
-            # Draw this step's global batch; this rank trains on its slice of it.
+            # Draw this step's global batch; this rank trains on its rows of it.
             generator = indexed_generator(config.seed, step)
-            indices = torch.randint(num_examples, (config.batch_size,), generator=generator)[rank::world_size]
+            batch = Batch(torch.randint(num_examples, (config.batch_size,), generator=generator), generator,
+                          rank, world_size)
 
             # Forward and backward, bf16 autocast on the matrix products.
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, config)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = loss_fn(trained, indices, generator)
+                loss = loss_fn(trained, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -114,7 +142,7 @@ def train(model: nn.Module, loss_fn: LossFn, num_examples: int, config: TrainCon
                                  "train/examples": step * config.batch_size, "train/bf16": bf16,
                                  "train/seconds": round(time.time() - started, 2)})
             if rank == 0 and (step % config.checkpoint_every == 0 or step == config.train_steps):
-                _write_log(log_path, log_rows)
+                write_log(log_path, log_rows)
                 save_torch(run_dir / "checkpoint.pt", {"model": model.state_dict(), "ema": ema.state_dict(),
                                                        "optimizer": optimizer.state_dict(), "step": step,
                                                        "provenance": provenance})
@@ -122,27 +150,28 @@ def train(model: nn.Module, loss_fn: LossFn, num_examples: int, config: TrainCon
     return ema
 
 
-def _resume(path: Path, log_path: Path, provenance: dict, model, ema, optimizer) -> tuple[int, list[dict]]:
+def resume(path: Path, provenance: dict, parts: dict) -> int:
+    """Load a training checkpoint's `parts` ({name: module or optimizer}, saved under those names) and return its
+    step, or return 0 (and say why) when it cannot be resumed: unreadable, made under another record (other
+    params or code), or holding other models (names or shapes differ). Nothing is loaded unless all of it fits."""
     if not path.exists():
-        return 0, []
+        return 0
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:          # written atomically, so only damage after the fact gets here
         print(f"{path} cannot be read ({type(error).__name__}: {error}); starting this training afresh")
-        return 0, []
+        return 0
     reason = changes(state.get("provenance"), provenance)
+    if not reason and any(isinstance(part, nn.Module) and (name not in state or _shapes(state[name]) !=
+                                                          _shapes(part.state_dict())) for name, part in parts.items()):
+        reason = "holds another model's weights (names or shapes differ)"    # the code changed a model since
     if reason:
         print(f"{path} {reason}; starting this training afresh")
-        return 0, []
-    if _shapes(state["model"]) != _shapes(model.state_dict()):   # the code changed the model since
-        print(f"{path} holds another model's weights (names or shapes differ); starting this training afresh")
-        return 0, []
-    model.load_state_dict(state["model"])
-    ema.load_state_dict(state["ema"])
-    optimizer.load_state_dict(state["optimizer"])
-    rows = read_log(log_path)
+        return 0
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
     print(f"resuming from {path} at step {state['step']}")
-    return state["step"], [row for row in rows if row["step"] <= state["step"]]
+    return state["step"]
 
 
 def _shapes(state: dict) -> dict:
@@ -154,6 +183,6 @@ def read_log(path: Path) -> list[dict]:
     return json.loads(Path(path).read_text()) if Path(path).exists() else []
 
 
-def _write_log(path: Path, rows: list[dict]) -> None:
+def write_log(path: Path, rows: list[dict]) -> None:
     # A JSON list, one row a line: what `dvc plots show` and `dvc plots diff` read (they do not read JSON lines).
     atomic_write(path, lambda tmp: tmp.write_text("[\n" + ",\n".join(json.dumps(row) for row in rows) + "\n]\n"))

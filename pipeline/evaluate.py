@@ -28,7 +28,7 @@ from dd.evaluation import (first_of_each_class, image_metrics, load_classifier, 
 from dd.families.sampling import sampling_family
 from dd.layout import Layout, load_images, load_samples
 from dd.teachers import preset_config
-from pipeline.sample_dd import dd_settings
+from pipeline.sample_dd import distilled_steps
 
 # Measures one method's samples ({"images", "labels", ...}) into its eval.json row.
 Measure = Callable[[dict], dict]
@@ -95,9 +95,9 @@ def inception_measure(config: Config, layout: Layout, teacher_reference: dict) -
 EXTRACTORS = {"classifier": classifier_measure, "inception": inception_measure}
 
 
-# comparison.png: the same classes from the teacher, DD and onestep, side by side (the first classes only, for a
-# teacher of many).
-COMPARED, COMPARISON_CLASSES, COMPARISON_PER_CLASS = ("teacher", "dd", "onestep"), 10, 4
+# comparison.png: the same classes from the teacher, DD1 and DD2 (those trained) and onestep, side by side (the
+# first classes only, for a teacher of many).
+COMPARED, COMPARISON_CLASSES, COMPARISON_PER_CLASS = ("teacher", "dd", "dd2", "onestep"), 10, 4
 # What the progress line shows, where a row has it (null under Inception: class accuracy, and precision/recall
 # against an .npz reference).
 PRINTED = (("FID", "fid", "7.2f"), ("validation", "validation_fid", "7.2f"), ("to teacher", "fid_to_teacher", "7.2f"),
@@ -111,10 +111,11 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     timings = load_json(layout.metrics_dir / "latency.json")
     latency = timings[f"batch_{config.evaluate.latency_batch_size}"]
     family = sampling_family(layout.teacher)
-    steps = family.steps(config, preset_config(layout.teacher))
-    paths = {method: layout.samples_dir / f"{method}.npz" for method in steps}
-    for method, setting in dd_settings(config).items():                 # dd, and each of sample.dd_variants
-        steps[method], paths[method] = setting.sampling_steps, layout.dd_samples_dir / f"{method}.npz"
+    baselines, distilled = family.steps(config, preset_config(layout.teacher)), distilled_steps(config)
+    # Rows in the order of the results table: the teacher, every distilled row (DD1's, DD2's), the baselines.
+    steps = {"teacher": baselines.pop("teacher"), **distilled, **baselines}
+    paths = {method: (layout.dd_samples_dir if method in distilled else layout.samples_dir) / f"{method}.npz"
+             for method in steps}
     # The floor row: the local test split through a tokenizer fitted on it. A published teacher's tokenizer
     # (ImageNet, 256 px) has no local data set to reconstruct, so pipeline/sample.py writes no such file.
     if config.tokenizer.source == "download" or not (layout.dataset_dir / "test.npz").exists():

@@ -1,4 +1,5 @@
-"""Stage `student`: the DD student, initialised from the teacher and trained on the pair shards.
+"""Stage `student`: the DD student (DD1), initialised from the teacher and trained on the pair shards, when
+`methods` lists dd1.
 
 Timesteps count what is already data: tokens for a raster (LlamaGen) teacher, scales for a next-scale (VAR)
 one; the student itself, its inputs and its loss come from the teacher's family (dd/families/student.py).
@@ -22,6 +23,13 @@ from dd.training import train
 
 
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
+    if "dd1" not in config.methods:
+        metrics = {"trained": False}
+        save_json(layout.metrics_dir / "student.json", metrics)
+        layout.student_dir.mkdir(parents=True, exist_ok=True)    # the stage's outputs, kept for a later run
+        if not (layout.metrics_dir / "student_log.json").exists():
+            save_json(layout.metrics_dir / "student_log.json", [])
+        return metrics
     teacher, codebook = load_frozen_teacher(layout), load_tokenizer(layout).codebook
     parts = student_family(layout.teacher).student_parts(teacher)
     noise, tokens, labels = read_pairs(layout.pairs_dir)
@@ -35,11 +43,12 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     on_device = functools.partial(torch.Tensor.to, device=device)
     targets = on_device(soft_targets(codebook, config.student.target_width))     # (V, V)
 
-    def loss_fn(model, indices, generator):
+    def loss_fn(model, batch):
         # Each example is trained at one of the timesteps, drawn uniformly.
-        sample_timesteps = timesteps[torch.randint(len(timesteps), (len(indices),), generator=generator)]
-        batch = map(on_device, (labels[indices], noise[indices], tokens[indices], codebook, sample_timesteps))
-        return parts.loss(model, *batch, targets)
+        drawn = timesteps[torch.randint(len(timesteps), (batch.size,), generator=batch.generator)]
+        indices = batch.local(batch.indices)
+        inputs = map(on_device, (labels[indices], noise[indices], tokens[indices], codebook, batch.local(drawn)))
+        return parts.loss(model, *inputs, targets)
 
     provenance = record(stage_entry("student"), config.student.timesteps, config.student.target_width,
                         config.student.train, file_sha256(layout.pairs_dir / MANIFEST), file_sha256(teacher_weights(layout)))

@@ -46,8 +46,9 @@ def forcing_loss(forward: TeacherForcing, tokens: Tensor, labels: Tensor, null_c
     """The teacher's training loss over all N examples, tokens (N, L) and labels (N,), as dd.training's LossFn:
     cross-entropy of teacher forcing over every token, each label replaced by the null class with probability
     class_dropout (for classifier-free guidance)."""
-    def loss_fn(model, indices, generator):
-        dropped = (torch.rand(len(indices), generator=generator) < class_dropout).to(labels.device)
+    def loss_fn(model, batch):
+        dropped = batch.local(torch.rand(batch.size, generator=batch.generator) < class_dropout).to(labels.device)
+        indices = batch.local(batch.indices)
         batch_labels = torch.where(dropped, null_class, labels[indices])
         logits = forward(model, batch_labels, tokens[indices])                          # (B, L, V)
         return F.cross_entropy(logits.flatten(0, 1).float(), tokens[indices].flatten())

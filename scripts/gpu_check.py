@@ -179,9 +179,9 @@ def smoke(device, num_pairs: int, student_steps: int) -> dict:
     codebook = codebook.to(device)
     timesteps = torch.tensor([0, 80], device=device)
 
-    def loss_fn(model, indices, generator):
-        indices = indices.to(device)
-        chosen = timesteps[torch.randint(2, (len(indices),), generator=generator).to(device)]
+    def loss_fn(model, batch):
+        indices = batch.local(batch.indices).to(device)
+        chosen = batch.local(timesteps[torch.randint(2, (batch.size,), generator=batch.generator).to(device)])
         return student_loss(model, labels[indices], noise[indices], tokens[indices], codebook, chosen)
 
     config = TrainConfig(train_steps=student_steps, batch_size=16, checkpoint_every=student_steps, log_every=5)

@@ -51,7 +51,7 @@ def model_and_loss(teacher: str, stage: str, config: Config, channels_last: bool
             model = model.to(memory_format=torch.channels_last)
         size, channels = model.config.image_size, model.config.in_channels
         images = torch.randint(256, (EXAMPLES, size, size, channels), dtype=torch.uint8, generator=generator)  # (N, H, W, C)
-        return model, lambda model, indices, generator: vqvae_loss(model, images[indices], config.vqvae.commitment)
+        return model, lambda model, batch: vqvae_loss(model, images[batch.local(batch.indices)], config.vqvae.commitment)
     model = build_model(teacher)
     is_next_scale = family_of(teacher) == "next_scale"         # its teacher forcing reads the VQVAE's inputs
     tokenizer = MultiScaleTokenizer(build_tokenizer_model(config.vqvae.preset)) if is_next_scale else None

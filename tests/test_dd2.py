@@ -5,14 +5,15 @@ import pytest
 import torch
 from torch import nn
 
-from dd.config import RecipeConfig
-from dd.dd2 import CSDConfig, csd_losses, gts_loss_fn, sample_dd2, snap, train_csd
+from dd.config import CSDConfig, ConfigError, RecipeConfig, config_from_dict
+from dd.dd2 import csd_losses, gts_loss_fn, sample_dd2, snap, train_csd
+from dd.families import DD2Parts
 from dd.diffusion_head import DiffusionHead
-from dd.raster.dd2 import ARDiffusion, Generator, recipe_probs
+from dd.raster.dd2 import ARDiffusion, Generator, dd2_parts, recipe_probs
 from dd.raster.sampling import teacher_continuation
 from dd.raster.teacher import generate
 from dd.seeding import inverse_cdf
-from dd.training import read_log
+from dd.training import Batch, read_log
 from tests.helpers import MICRO, micro_codebook, micro_teacher
 
 RECIPE = RecipeConfig(cfg_scale=1.5, temperature=1.0, top_k=5, top_p=1.0)
@@ -41,8 +42,8 @@ def test_the_ar_diffusion_model_starts_as_the_teacher_and_leaves_it_untouched():
     assert model.head(codebook[tokens], torch.rand(2, MICRO.num_image_tokens), features).abs().max() == 0
 
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    loss = gts_loss_fn(recipe_probs(teacher, RECIPE), codebook, labels, tokens)(model, torch.tensor([0, 1]),
-                                                                                 torch.Generator().manual_seed(0))
+    loss = gts_loss_fn(dd2_parts(teacher, None, RECIPE), codebook, labels, tokens)(
+        model, Batch(torch.tensor([0, 1]), torch.Generator().manual_seed(0)))
     loss.backward()
     assert loss > 0 and model.gpt.layers[0].attention.wqkv.weight.grad is not None
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())
@@ -66,6 +67,8 @@ def test_the_generator_reads_only_earlier_noise_and_its_own_and_never_the_batch(
     q2 = G(labels, changed)
     assert torch.allclose(q[:, :5], q2[:, :5], atol=1e-6) and not torch.allclose(q[:, 5:], q2[:, 5:])
     assert torch.equal(sample_dd2(G, codebook, labels, noise), snap(q, codebook))
+    parts = dd2_parts(teacher, None, RECIPE)
+    assert torch.equal(parts.generate(G, labels, noise), q) and parts.kept_tokens(16) == MICRO.num_image_tokens - 16
 
 
 def test_multi_step_keeps_the_generators_first_tokens_and_the_teacher_makes_the_rest():
@@ -122,6 +125,11 @@ def toy_probs(labels, tokens):
     return TOY_LAW.expand(*tokens.shape, 4)
 
 
+TOY = DD2Parts(diffusion_model=None, generator=None, empty_generator=None, recipe_probs=toy_probs,
+               features=lambda model, labels, tokens: model.features(labels, tokens),
+               generate=lambda generator, labels, noise: generator(labels, noise), kept_tokens=None, num_timesteps=1)
+
+
 def toy_distance(G) -> float:
     """Total variation between the law of G's snapped tokens (8,000 draws) and the teacher's."""
     noise = torch.randn(8000, 1, 2, generator=torch.Generator().manual_seed(123))
@@ -132,10 +140,10 @@ def toy_distance(G) -> float:
 def toy_stage_one(steps: int = 300) -> ToyDiffusion:
     model, rng = ToyDiffusion(), torch.Generator().manual_seed(0)
     tokens = inverse_cdf(TOY_LAW.expand(4096, 4), torch.rand(4096, generator=rng))[:, None]   # teacher samples (N, 1)
-    loss_fn = gts_loss_fn(toy_probs, TOY_CODES, torch.zeros(4096, dtype=torch.long), tokens)
+    loss_fn = gts_loss_fn(TOY, TOY_CODES, torch.zeros(4096, dtype=torch.long), tokens)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(steps):
-        loss = loss_fn(model, torch.randint(4096, (256,), generator=rng), rng)
+        loss = loss_fn(model, Batch(torch.randint(4096, (256,), generator=rng), rng))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -159,7 +167,7 @@ def test_csd_moves_a_one_step_generator_to_the_teachers_law(tmp_path, toy_psi, c
     guidance, G = ToyDiffusion(), ToyGenerator(toy_psi)
     guidance.load_state_dict(toy_psi.state_dict())
     at_start = toy_distance(G)
-    losses = csd_losses(toy_probs, TOY_CODES, num_classes=1, num_tokens=1, batch_size=TOY_CSD.batch_size)
+    losses = csd_losses(TOY, TOY_CODES, num_classes=1, num_tokens=1, batch_size=TOY_CSD.batch_size)
     ema = train_csd(G, guidance, *losses, TOY_CSD, tmp_path, tmp_path / "log.json", RECORD, progress=False)
     trained = toy_distance(ema)
     print(f"total variation to the teacher's law: at initialisation {at_start:.3f}, after CSD {trained:.3f}")
@@ -177,7 +185,7 @@ def test_killed_csd_resumes_to_the_same_weights_and_other_params_start_afresh(tm
     def run(folder, kill_at=None, record=RECORD):
         guidance, G = ToyDiffusion(), ToyGenerator(toy_psi)
         guidance.load_state_dict(toy_psi.state_dict())
-        generator_loss_fn, guidance_loss_fn = csd_losses(toy_probs, TOY_CODES, 1, 1, config.batch_size)
+        generator_loss_fn, guidance_loss_fn = csd_losses(TOY, TOY_CODES, 1, 1, config.batch_size)
         calls = []
 
         def dying(generator, guidance, rng):
@@ -203,6 +211,14 @@ def test_killed_csd_resumes_to_the_same_weights_and_other_params_start_afresh(tm
     assert all(torch.equal(x, y) for x, y in zip(reference[0].state_dict().values(), afresh[0].state_dict().values()))
 
 
-def test_csd_needs_a_guidance_update():
-    with pytest.raises(ValueError, match="at least 1 update"):
-        CSDConfig(guidance_updates=0)
+def test_params_choose_the_methods_and_check_dd2():
+    assert config_from_dict({}).methods == ("dd1",)
+    assert config_from_dict({"methods": ["dd1", "dd2"]}).methods == ("dd1", "dd2")
+    for bad, key in [({"methods": ["dd3"]}, "methods"), ({"methods": []}, "methods"),
+                     ({"methods": ["dd2", "dd2"]}, "methods"),
+                     ({"dd2": {"csd": {"guidance_updates": 0}}}, "dd2.csd.guidance_updates"),
+                     ({"dd2": {"teacher_steps": [0]}}, "dd2.teacher_steps")]:
+        with pytest.raises(ConfigError, match=f"invalid value for {key}"):
+            config_from_dict(bad)
+    with pytest.raises(ConfigError, match="unknown params key 'dd2.csd.steps'"):
+        config_from_dict({"dd2": {"csd": {"steps": 3}}})

@@ -30,6 +30,9 @@ TINY = {
     "teacher": {"train": {"train_steps": 10, "checkpoint_every": 5, "log_every": 5, "compile": False}},
     "pairs": {"num_pairs": 200, "shard_size": 100, "batch_size": 100},
     "student": {"train": {"train_steps": 10, "checkpoint_every": 5, "log_every": 5, "compile": False}},
+    # trained only where a test adds dd2 to `methods`
+    "dd2": {"head_width": 32, "gts": {"train_steps": 6, "batch_size": 8, "checkpoint_every": 3, "log_every": 3},
+            "csd": {"train_steps": 4, "batch_size": 8, "checkpoint_every": 2, "log_every": 2}, "teacher_steps": [32]},
     "sample": {"num_samples": 200, "batch_size": 100},
     "latency": {"batch_sizes": [1, 8], "repeats": 1},
     "evaluate": {"grid_samples": 16, "latency_batch_size": 8},
@@ -155,6 +158,25 @@ def test_dvc_repro_on_tiny_params(llamagen_tiny_run, tmp_path):
                                                                               "evaluate")}
     _check_hybrid_samples(run_dir, "llamagen-tiny", teacher_steps=32, first_tokens=32)
 
+    # DD2 beside DD1 (methods: [dd1, dd2]): the student stage reruns and keeps its finished training (the same
+    # weights), dd2 trains, and sampling, latency and evaluation rerun; eval.json gains DD2's rows
+    metrics, data = run_dir / "metrics" / "llamagen-tiny", run_dir / "data" / "llamagen-tiny"
+    assert json.loads((metrics / "dd2.json").read_text()) == {"trained": False}
+    student = load_state_dict(data / "student" / "model.pt")
+    params["methods"] = ["dd1", "dd2"]
+    (run_dir / "params.yaml").write_text(yaml.safe_dump(params))
+    assert _stages_rerun(run_dir) == {f"{stage}@llamagen-tiny" for stage in ("resolve", "student", "dd2", "sample_dd",
+                                                                              "latency", "evaluate")}
+    assert _same_weights(load_state_dict(data / "student" / "model.pt"), student)
+    table = json.loads((metrics / "eval.json").read_text())
+    assert {m: table[m]["steps"] for m in ("dd", "dd2", "dd2-hybrid-32")} == {"dd": 33, "dd2": 1, "dd2-hybrid-32": 33}
+    assert all(isinstance(table[m][field], (int, float)) for m in ("dd2", "dd2-hybrid-32") for field in FIELDS)
+    figures = json.loads((metrics / "dd2.json").read_text())
+    assert figures["trained"] and 0 < figures["gts_relative_error"] < 1 and 0 <= figures["marginal_tv"] <= 1
+    dd2, hybrid = (np.load(data / "samples_dd" / f"{name}.npz")["tokens"] for name in ("dd2", "dd2-hybrid-32"))
+    assert np.array_equal(hybrid[:, :32], dd2[:, :32]) and not np.array_equal(hybrid, dd2)
+    assert [row["step"] for row in json.loads((metrics / "dd2_log.json").read_text())] == [2, 4]
+
 
 @FASHION_MNIST
 def test_a_code_change_reruns_and_restarts_exactly_what_runs_that_code(llamagen_tiny_run, tmp_path):
@@ -228,23 +250,6 @@ VAR_TINY = {
     "latency": {"batch_sizes": [1, 2], "repeats": 1},
     "evaluate": {"grid_samples": 16, "latency_batch_size": 2},
 }
-
-
-@pytest.mark.slow
-@FASHION_MNIST
-def test_llamagen_tiny_scripts_on_the_tiny_run(llamagen_tiny_run, tmp_path):
-    """scripts/dd2_trial.py on the tiny run: both DD2 stages, its figures, and a rerun that resumes both."""
-    run_dir, _ = _copy_run(llamagen_tiny_run, tmp_path)
-    command = [sys.executable, str(ROOT / "scripts" / "dd2_trial.py"), "llamagen-tiny", "--gts-steps", "20",
-               "--csd-steps", "10", "--batch-size", "8", "--head-width", "32", "--num-samples", "50"]
-    output = _run(command, run_dir)
-    row = json.loads(output.splitlines()[-1])
-    assert row["gts_relative_error_at_start"] == 1.0 and row["gts_relative_error"] < 1.0
-    assert 0 <= row["marginal_tv_floor"] <= 1 and 0 <= row["marginal_tv"] <= 1
-    assert np.isfinite(row["dd2_validation_fid"]) and "dd_validation_fid" in row
-    rerun = _run(command, run_dir)
-    timeless = lambda result: {k: v for k, v in result.items() if not k.endswith("_seconds")}
-    assert rerun.count("resuming from") == 2 and timeless(json.loads(rerun.splitlines()[-1])) == timeless(row)
 
 
 def _image_folder(root: Path, per_class: dict[str, int]) -> None:

@@ -10,7 +10,7 @@ from dd.training import learning_rate, read_log, train, uses_bf16
 
 CONFIG = TrainConfig(train_steps=12, batch_size=4, learning_rate=0.05, warmup_steps=2, checkpoint_every=5,
                      log_every=2, ema_decay=0.9)
-DATA = torch.randn(32, 3)
+DATA = torch.randn(32, 3, generator=torch.Generator().manual_seed(0))   # the same in every process
 RECORD = {"params": "f", "code": {"dd/training.py": "1"}}       # what dd.provenance.record gives a stage
 
 
@@ -21,12 +21,14 @@ class Killed(Exception):
 def _loss(kill_at=None):
     calls = {"n": 0}
 
-    def loss_fn(model, indices, generator):
+    def loss_fn(model, batch):
         calls["n"] += 1
         if kill_at is not None and calls["n"] > kill_at:
             raise Killed()
-        noise = torch.randn(len(indices), 1, generator=generator)          # per-step randomness from the generator
-        return ((model(DATA[indices]) - DATA[indices].sum(1, keepdim=True) - noise) ** 2).mean()
+        # per-step randomness from the generator, drawn for the whole batch; this rank's rows of it
+        noise = batch.local(torch.randn(batch.size, 1, generator=batch.generator))
+        x = DATA[batch.local(batch.indices)]
+        return ((model(x) - x.sum(1, keepdim=True) - noise) ** 2).mean()
     return loss_fn
 
 

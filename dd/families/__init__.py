@@ -9,9 +9,11 @@ one per group of stages, so that a stage runs (and depends on) no code of the st
                baselines, steps, HEADLINE_SKIP                                               sample_dd, latency,
                                                                                              evaluate
     student    student_parts, empty_student                       dd/<family>/student.py     student, sample_dd
+    dd2        dd2_parts                                          dd/<family>/dd2.py         dd2, sample_dd
 
 A stage asks for the part it needs by the teacher's preset (dd/families/tokenizer.py `tokenizer_family`,
-teacher.py `teacher_family`, sampling.py `sampling_family`, student.py `student_family`) and never branches on
+teacher.py `teacher_family`, sampling.py `sampling_family`, student.py `student_family`, dd2.py `dd2_family`) and
+never branches on
 the family itself. The protocols below state each part's signatures (tests/test_families.py checks both
 families against them). The models (dd/models/) load the published checkpoints and know nothing of families.
 
@@ -62,6 +64,22 @@ class StudentParts:
     sample: Callable          # (student, codebook, steps, intermediate, labels, noise, teacher, teacher_steps) -> tokens
 
 
+@dataclass(frozen=True)
+class DD2Parts:
+    """DD2's networks for one teacher, in its family's terms (dd/dd2.py runs the method on them)."""
+    diffusion_model: Callable   # (teacher, code_dim, head_width, head_depth, seed) -> the AR-diffusion model:
+                                # a trainable copy of the teacher with a new diffusion head
+    generator: Callable         # (AR-diffusion model, codebook) -> the one-step generator initialised from it
+    empty_generator: Callable   # (teacher, code_dim, head_width, head_depth) -> a generator to load weights into
+    features: Callable          # (model, labels (B,), tokens (B, L)) -> (B, L, C): each token's feature, from the
+                                # class and the earlier tokens (raster) or coarser scales (next scale) only
+    generate: Callable          # (generator, labels (B,), noise (B, L, d)) -> continuous tokens (B, L, d)
+    recipe_probs: Callable      # (labels (B,), tokens (B, L)) -> (B, L, V): the teacher's law of each token given
+                                # the earlier ones, after the recipe (one teacher-forced pass)
+    kept_tokens: Callable       # timesteps the teacher remakes, K -> the tokens before them (hybrid rows)
+    num_timesteps: int          # the teacher's sequential steps (tokens or scales)
+
+
 class TokenizerFamily(Protocol):
     def make_tokenizer(self, config: Config, layout: Layout, progress: bool = True) -> dict:
         """Fit or train the teacher's tokenizer on the train split (tokenizer.source: train), save it in the
@@ -90,7 +108,13 @@ class SamplingFamily(Protocol):
         skip baselines again as completions of the teacher's own samples."""
 
     def steps(self, config: Config, teacher_config) -> dict[str, int]:
-        """Sequential model steps of every method's sampler: {method: steps}."""
+        """Sequential model steps of the teacher's and the baselines' samplers: {method: steps} (the distilled
+        rows count their own, pipeline/sample_dd.py `distilled_steps`)."""
+
+
+class DD2Family(Protocol):
+    def dd2_parts(self, teacher: nn.Module, tokenizer, recipe: RecipeConfig) -> DD2Parts:
+        """DD2's networks of this teacher, distilling its distribution after `recipe`."""
 
 
 class StudentFamily(Protocol):

@@ -106,7 +106,7 @@ def baselines(config: Config, teacher: VAR, tokenizer,
 
 
 def steps(config: Config, teacher_config) -> dict[str, int]:
-    """Sequential model steps of each method: one per scale it generates."""
+    """Sequential model steps of the teacher and the baselines: one per scale each generates."""
     num_scales = teacher_config.num_scales
-    return {"teacher": num_scales, "dd": config.student.sampling_steps, "onestep": 1,
+    return {"teacher": num_scales, "onestep": 1,
             **{f"skip-{k}": num_scales - k for k in SKIP_SCALES}, "reconstruction": 0}

@@ -90,7 +90,7 @@ def train_vqvae(config: VQVAEConfig, images: Tensor, train_config: TrainConfig, 
     model = MultiScaleVQVAE(config).to(device)
     generator = torch.Generator().manual_seed(seed)
     initialise_codebook(model, images[torch.randperm(len(images), generator=generator)[:64]], generator)
-    return train(model, lambda model, indices, generator: vqvae_loss(model, images[indices], commitment),
+    return train(model, lambda model, batch: vqvae_loss(model, images[batch.local(batch.indices)], commitment),
                  len(images), train_config, run_dir, log_path, provenance, description, progress)
 
 

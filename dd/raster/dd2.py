@@ -24,7 +24,9 @@ from torch import Tensor, nn
 from dd.checkpoint import with_weights
 from dd.config import RecipeConfig
 from dd.diffusion_head import DiffusionHead
+from dd.families import DD2Parts
 from dd.models.llamagen import GPT
+from dd.raster.student import fitted_input_projection
 from dd.raster.teacher import apply_recipe, guided
 
 
@@ -87,13 +89,10 @@ class Generator(nn.Module):
     def from_diffusion(cls, model: ARDiffusion, codebook: Tensor) -> "Generator":
         """G from the AR-diffusion model: its backbone and head (copied), the input projection fitted (above)."""
         head = model.head
-        embeddings = model.gpt.tok_embeddings.weight.detach().double()                            # (V, C)
-        design = torch.cat([codebook, torch.ones(len(codebook), 1, device=codebook.device)], dim=1).double()  # (V, d + 1)
-        solution = torch.linalg.lstsq(design.cpu(), embeddings.cpu()).solution                    # (d + 1, C)
+        weight, bias = fitted_input_projection(codebook, model.gpt.tok_embeddings.weight)
         state = (_backbone_state(model.gpt, drop=("tok_embeddings.",))
                  | {f"head.{k}": v.detach().clone() for k, v in head.state_dict().items()}
-                 | {"input_projection.weight": solution[:-1].T.contiguous().float(),
-                    "input_projection.bias": solution[-1].float()})
+                 | {"input_projection.weight": weight, "input_projection.bias": bias})
         return with_weights(lambda: cls(model.gpt, codebook.shape[1], head.input_projection.out_features,
                                         len(head.blocks)), state)
 
@@ -102,3 +101,17 @@ class Generator(nn.Module):
         features = self.gpt.backbone(h)                                                             # (B, L, C)
         t = torch.ones(noise.shape[:2], device=noise.device)                                        # (B, L)
         return noise - self.head(noise, t, features)                                                # (B, L, d)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The family interface (dd/families/__init__.py)
+# ---------------------------------------------------------------------------------------------------------
+
+def dd2_parts(teacher: GPT, tokenizer, recipe: RecipeConfig) -> DD2Parts:
+    """Timesteps count tokens: the teacher remaking the last K leaves the generator's first L - K."""
+    num_tokens = teacher.config.num_image_tokens
+    return DD2Parts(diffusion_model=ARDiffusion.from_teacher, generator=Generator.from_diffusion,
+                    empty_generator=Generator, features=lambda model, labels, tokens: model.features(labels, tokens),
+                    generate=lambda generator, labels, noise: generator(labels, noise),
+                    recipe_probs=recipe_probs(teacher, recipe), kept_tokens=lambda teacher_steps: num_tokens - teacher_steps,
+                    num_timesteps=num_tokens)

@@ -92,7 +92,7 @@ def baselines(config: Config, teacher: GPT, tokenizer,
 
 
 def steps(config: Config, teacher_config) -> dict[str, int]:
-    """Sequential model steps of each method (the skip baseline's last step is parallel)."""
+    """Sequential model steps of the teacher and the baselines (the skip baseline's last step is parallel)."""
     num_tokens = teacher_config.num_image_tokens
-    return {"teacher": num_tokens, "dd": config.student.sampling_steps, "onestep": 1,
+    return {"teacher": num_tokens, "onestep": 1,
             "skip": num_tokens - config.sample.skip_tokens + 1, "reconstruction": 0}

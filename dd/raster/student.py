@@ -71,6 +71,14 @@ def student_inputs(tokens: Tensor, noise: Tensor, codebook: Tensor, timestep: in
     return torch.where(is_data[..., None], codebook[tokens], noise)          # (B, L, d)
 
 
+def fitted_input_projection(codebook: Tensor, embeddings: Tensor) -> tuple[Tensor, Tensor]:
+    """Least squares W (C, d), b (C,) with W c_j + b ~ embeddings[j] over the codebook (V, d), float64 on the CPU:
+    a projection of continuous vectors that embeds each code as the token embedding table (V, C) embeds it."""
+    design = torch.cat([codebook, torch.ones(len(codebook), 1, device=codebook.device)], dim=1)      # (V, d + 1)
+    solution = torch.linalg.lstsq(design.double().cpu(), embeddings.detach().double().cpu()).solution  # (d + 1, C)
+    return solution[:-1].T.contiguous(), solution[-1]
+
+
 class DDStudent(nn.Module):
     def __init__(self, teacher_like: GPT, code_dim: int):
         super().__init__()
@@ -90,10 +98,8 @@ class DDStudent(nn.Module):
         # nothing drawn from the global RNG. Copies: training the student must never move the frozen teacher.
         state = {f"gpt.{key}": value.detach().clone() for key, value in teacher.state_dict().items()
                  if not key.startswith("tok_embeddings.")}
-        # Least squares W, b with [c_j, 1] @ [W; b] ~ tok_embeddings[j] over the codebook.
-        design = torch.cat([codebook, torch.ones(len(codebook), 1)], dim=1).double()       # (V, d + 1)
-        solution = torch.linalg.lstsq(design, teacher.tok_embeddings.weight.detach().double()).solution
-        state |= {"input_projection.weight": solution[:-1].T.contiguous(), "input_projection.bias": solution[-1],
+        weight, bias = fitted_input_projection(codebook, teacher.tok_embeddings.weight)
+        state |= {"input_projection.weight": weight, "input_projection.bias": bias,
                   "kind_embedding.weight": torch.zeros(2, teacher.config.dim),
                   "noise_logits.weight": codebook.detach().clone()}    # the flow-map rule (NoiseLogits)
         return with_weights(lambda: cls(teacher, codebook.shape[1]), state)
