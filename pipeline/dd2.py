@@ -42,6 +42,8 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     teacher, tokenizer = load_frozen_teacher(layout, device), load_tokenizer(layout, device)
     codebook, dd2 = tokenizer.codebook.to(device), config.dd2
     parts = dd2_family(layout.teacher).dd2_parts(teacher, tokenizer, config.recipe)
+    for teacher_steps in dd2.teacher_steps:      # sample_dd's hybrid rows: a bad value fails now, not after training
+        parts.kept_tokens(teacher_steps)
     _, tokens, labels = read_pairs(layout.pairs_dir)
     probe_tokens, probe_labels = _teacher_samples(config, layout, teacher, tokenizer, progress)
 

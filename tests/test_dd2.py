@@ -68,7 +68,9 @@ def test_the_generator_reads_only_earlier_noise_and_its_own_and_never_the_batch(
     assert torch.allclose(q[:, :5], q2[:, :5], atol=1e-6) and not torch.allclose(q[:, 5:], q2[:, 5:])
     assert torch.equal(sample_dd2(G, codebook, labels, noise), snap(q, codebook))
     parts = dd2_parts(teacher, None, RECIPE)
-    assert torch.equal(parts.generate(G, labels, noise), q) and parts.kept_tokens(16) == MICRO.num_image_tokens - 16
+    assert torch.equal(parts.generate(G, labels, noise), q) and parts.kept_tokens(5) == MICRO.num_image_tokens - 5
+    with pytest.raises(ValueError, match="dd2.teacher_steps holds 16"):      # all of them: the teacher's own row
+        parts.kept_tokens(MICRO.num_image_tokens)
 
 
 def test_multi_step_keeps_the_generators_first_tokens_and_the_teacher_makes_the_rest():

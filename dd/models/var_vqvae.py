@@ -240,9 +240,13 @@ class MultiScaleVQVAE(nn.Module):
     # -- pieces shared by the quantiser's loops ---------------------------------------------------------
 
     def _scale_grid(self, si: int, tokens: Tensor) -> Tensor:
-        """Tokens (B, T) of scale si -> phi(bicubic-upsampled code map), the scale's share of f_hat (B, D, h, w)."""
+        """Tokens (B, T) of scale si -> phi(bicubic-upsampled code map), the scale's share of f_hat (B, D, h, w).
+
+        Floating-point `tokens` (B, T, D) are taken as the code vectors themselves (DD2's next-scale generator,
+        dd/next_scale/dd2.py, feeds noise vectors down the path the codes of token ids take)."""
         pn, side = self.config.patch_nums[si], self.config.latent_size
-        h = rearrange(self.quantize.embedding(tokens), "b (p q) d -> b d p q", p=pn, q=pn)  # (B, D, pn, pn)
+        codes = tokens if tokens.is_floating_point() else self.quantize.embedding(tokens)  # (B, T, D)
+        h = rearrange(codes, "b (p q) d -> b d p q", p=pn, q=pn)  # (B, D, pn, pn)
         if si != self.config.num_scales - 1:  # the finest scale is already h x w; the reference skips the resize
             h = F.interpolate(h, size=(side, side), mode="bicubic")  # (B, D, h, w)
         return self.quantize.phi(self._phi_index[si])(h)
@@ -343,7 +347,8 @@ class MultiScaleVQVAE(nn.Module):
         """Teacher-forcing inputs of VAR for scales 1..K-1: (B, num_tokens - pn_0^2, D).
 
         The input for scale si+1 is f_hat through scale si, area-downsampled to pn_{si+1} x pn_{si+1}
-        (upstream ``idxBl_to_var_input``). Only tokens[0..K-2] are read.
+        (upstream ``idxBl_to_var_input``). Only tokens[0..K-2] are read. Each may also be code vectors
+        (B, pn*pn, D) in place of token ids, as in ``_scale_grid``.
         """
         f_hat, inputs = None, []
         for si in range(self.config.num_scales - 1):
@@ -352,7 +357,8 @@ class MultiScaleVQVAE(nn.Module):
         return torch.cat(inputs, dim=1)  # (B, L, D)
 
     def fhat_step(self, scale_index: int, f_hat: Tensor | None, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Add scale ``scale_index``'s tokens (B, pn*pn) to f_hat (B, D, h, w; None = zeros before scale 0).
+        """Add scale ``scale_index``'s tokens (B, pn*pn), or code vectors (B, pn*pn, D) as in ``_scale_grid``, to
+        f_hat (B, D, h, w; None = zeros before scale 0).
 
         Returns (new f_hat, the next scale's input (B, pn_next^2, D)), the input being None after the last
         scale (upstream ``get_next_autoregressive_input``). Out of place, static shapes, no host sync: usable

@@ -110,8 +110,15 @@ class Generator(nn.Module):
 def dd2_parts(teacher: GPT, tokenizer, recipe: RecipeConfig) -> DD2Parts:
     """Timesteps count tokens: the teacher remaking the last K leaves the generator's first L - K."""
     num_tokens = teacher.config.num_image_tokens
+
+    def kept_tokens(teacher_steps: int) -> int:
+        if not 1 <= teacher_steps < num_tokens:
+            raise ValueError(f"dd2.teacher_steps holds {teacher_steps}: the teacher can remake 1 to {num_tokens - 1} "
+                             f"of its {num_tokens} tokens; change it in params.yaml")
+        return num_tokens - teacher_steps
+
     return DD2Parts(diffusion_model=ARDiffusion.from_teacher, generator=Generator.from_diffusion,
                     empty_generator=Generator, features=lambda model, labels, tokens: model.features(labels, tokens),
                     generate=lambda generator, labels, noise: generator(labels, noise),
-                    recipe_probs=recipe_probs(teacher, recipe), kept_tokens=lambda teacher_steps: num_tokens - teacher_steps,
+                    recipe_probs=recipe_probs(teacher, recipe), kept_tokens=kept_tokens,
                     num_timesteps=num_tokens)
