@@ -210,6 +210,9 @@ class DD2Config:
     csd: CSDConfig = CSDConfig()
     teacher_steps: tuple[int, ...] = ()   # multi-step rows dd2-hybrid-K: the generator's tokens, then the teacher
                                           # remakes the last K timesteps (tokens; scales for a next-scale teacher)
+    generator_init: str = "ar_diffusion"  # what the generator starts as: "ar_diffusion", the paper's (the stage-1
+                                          # model taking one Euler step from pure noise), or "dd1", the student
+                                          # stage's DD1 student with its soft code expectation as the output
 
 
 def dd2_method(teacher_steps: int) -> str:
@@ -276,6 +279,8 @@ class Config:
             "dd2.csd.guidance_updates": self.dd2.csd.guidance_updates >= 1,
             "dd2.csd.precision": self.dd2.csd.precision in PRECISIONS,
             "dd2.teacher_steps": all(k > 0 for k in self.dd2.teacher_steps),
+            "dd2.generator_init": self.dd2.generator_init in ("ar_diffusion", "dd1")
+                                  and (self.dd2.generator_init != "dd1" or "dd1" in self.methods),
             "student.timesteps": len(self.student.timesteps) >= 1 and self.student.timesteps[0] == 0,
             "teacher.source": self.teacher.source in ("train", "download"),
             "tokenizer.source": self.tokenizer.source in ("train", "download"),
@@ -317,6 +322,7 @@ _HINTS = {
     "dd2.csd.guidance_updates": "the guidance network must follow the generator: at least 1 update per generator update",
     "dd2.csd.precision": "use 'fp32', 'bf16' or 'auto'",
     "dd2.gts.precision": "use 'fp32', 'bf16' or 'auto'",
+    "dd2.generator_init": "use 'ar_diffusion' (the paper's) or 'dd1' (the DD1 student, which needs dd1 in `methods`)",
     "dd2.teacher_steps": "a list of positive teacher steps, e.g. [16]: row dd2-hybrid-16 (the teacher remakes the last 16)",
     "student.timesteps": "a list starting with 0 (the all-noise timestep), e.g. [0, 32]",
     "teacher.source": "use 'train' or 'download'",
@@ -350,7 +356,8 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "teacher": ("data", "tokenizer", "teacher"),                   # its resume fingerprint covers all three
     "pairs": ("recipe", "flow", "pairs"),
     "student": ("methods", "student.timesteps", "student.target_width", "student.train"),
-    "dd2": ("methods", "recipe", "dd2.head_width", "dd2.head_depth", "dd2.seed", "dd2.gts", "dd2.csd"),
+    "dd2": ("methods", "recipe", "dd2.head_width", "dd2.head_depth", "dd2.seed", "dd2.gts", "dd2.csd",
+            "dd2.generator_init"),
     "sample": ("recipe", "sample", "tokenizer.source"),
     "sample_dd": ("methods", "student.steps", "student.teacher_steps", "student.timesteps", "dd2.teacher_steps",
                   "sample.num_samples", "sample.labels", "sample.batch_size", "sample.seed", "sample.dd_variants"),

@@ -22,6 +22,7 @@ Dimensions: B batch, L image tokens, d code dimension, V codebook size.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from pathlib import Path
 from typing import Callable
@@ -47,6 +48,38 @@ def snap(q: Tensor, codebook: Tensor) -> Tensor:
     argmin_j ||q - c_j||^2 = argmax_j (q . c_j - ||c_j||^2 / 2): one matrix product, no (..., V, d) difference."""
     codebook = codebook.float()
     return (q.float() @ codebook.T - 0.5 * (codebook**2).sum(-1)).argmax(-1)
+
+
+STUDENT_TEMPERATURE = 0.1    # DD1's soft targets spread its softmax (mean top probability 0.22 on llamagen-tiny),
+                             # so its plain expected code snaps to its argmax for only 18% of tokens; at 0.1, 93%
+
+
+class StudentGenerator(nn.Module):
+    """A DD1 student as DD2's generator (dd2.generator_init: dd1): q = softmax(logits / STUDENT_TEMPERATURE) @
+    codebook, the student's sharpened expected code at pure noise (timestep 0), a continuous token the CSD
+    gradient reaches through the softmax.
+    It starts where DD1 ends (its snapped tokens are the student's argmax wherever the student is sure), so CSD
+    refines a map that already makes images instead of building one from the Euler step's posterior mean, which
+    is the same code for every noise (dd/raster/dd2.py). The paper starts from the AR-diffusion model only."""
+
+    def __init__(self, student: nn.Module, codebook: Tensor):
+        super().__init__()
+        self.student = student
+        self.register_buffer("codebook", codebook.detach().clone(), persistent=False)     # (V, d), never trained
+
+    def forward(self, labels: Tensor, noise: Tensor) -> Tensor:
+        logits = self.student(labels, noise, 0)                                            # (B, L, V)
+        return (logits.float() / STUDENT_TEMPERATURE).softmax(-1) @ self.codebook.float()   # (B, L, d)
+
+
+def with_student_generator(parts: DD2Parts, student: Callable[[], nn.Module], empty_student: Callable,
+                           codebook: Tensor) -> DD2Parts:
+    """`parts` whose generator is a StudentGenerator: built from `student()` (the trained DD1 student), loaded into
+    one over empty_student(teacher, code_dim), and called on (labels, noise) directly in every family."""
+    return dataclasses.replace(
+        parts, generator=lambda model, codebook: StudentGenerator(student(), codebook),
+        empty_generator=lambda teacher, code_dim, *_: StudentGenerator(empty_student(teacher, code_dim), codebook),
+        generate=lambda generator, labels, noise: generator(labels, noise))
 
 
 @torch.inference_mode()

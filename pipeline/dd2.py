@@ -17,7 +17,7 @@ from dd.checkpoint import file_sha256, save_json, save_weights
 from dd.config import Config, to_dict
 from dd.dd2 import csd_losses, gts_loss_fn, snap, train_csd
 from dd.device import compute_device
-from dd.families.dd2 import dd2_family
+from dd.families.dd2 import dd2_parts
 from dd.families.sampling import sampling_family
 from dd.layout import Layout
 from dd.pairs import MANIFEST, read_pairs
@@ -41,7 +41,7 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     device = compute_device()
     teacher, tokenizer = load_frozen_teacher(layout, device), load_tokenizer(layout, device)
     codebook, dd2 = tokenizer.codebook.to(device), config.dd2
-    parts = dd2_family(layout.teacher).dd2_parts(teacher, tokenizer, config.recipe)
+    parts = dd2_parts(config, layout, teacher, tokenizer)
     for teacher_steps in dd2.teacher_steps:      # sample_dd's hybrid rows: a bad value fails now, not after training
         parts.kept_tokens(teacher_steps)
     _, tokens, labels = read_pairs(layout.pairs_dir)
@@ -63,14 +63,16 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     guidance, generator = model.requires_grad_(True), parts.generator(model, codebook).to(device)
     metrics["marginal_tv_at_start"] = _marginal_tv_of(parts, generator, codebook, probe_labels, probe_tokens)
     losses = csd_losses(parts, codebook, teacher_classes(layout), tokens.shape[1], dd2.csd.batch_size)
+    start = [dd2.generator_init] + ([file_sha256(layout.student_dir / "model.pt")] if dd2.generator_init == "dd1" else [])
     ema = train_csd(generator, guidance, *losses, dd2.csd, layout.dd2_dir / "csd", layout.metrics_dir / "dd2_log.json",
-                    record(stage_entry("dd2"), *inputs, dd2.gts, dd2.csd), f"DD2 CSD {layout.teacher}", progress)
+                    record(stage_entry("dd2"), *inputs, dd2.gts, dd2.csd, *start), f"DD2 CSD {layout.teacher}", progress)
     half = len(probe_tokens) // 2
     metrics |= {"marginal_tv": _marginal_tv_of(parts, ema, codebook, probe_labels, probe_tokens),
                 "marginal_tv_floor": _marginal_tv(probe_tokens[:half], probe_tokens[half:], len(codebook)),
                 "csd_seconds": round(time.time() - started, 1)}
     save_weights(layout.dd2_dir / "model.pt", ema.state_dict(),
                  {"teacher": layout.teacher, "head_width": dd2.head_width, "head_depth": dd2.head_depth,
+                  "generator_init": dd2.generator_init,
                   "gts": to_dict(dd2.gts), "csd": to_dict(dd2.csd), **metrics})
     save_json(layout.metrics_dir / "dd2.json", {"trained": True, **metrics})
     return metrics

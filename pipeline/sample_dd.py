@@ -11,20 +11,12 @@ from dd.checkpoint import load_json, load_state_dict, with_weights
 from dd.config import Config, StudentConfig, dd2_method, dd_method
 from dd.dd2 import sample_dd2
 from dd.device import compute_device
-from dd.families.dd2 import dd2_family
+from dd.families.dd2 import dd2_parts
 from dd.families.sampling import sampling_family
-from dd.families.student import student_family
+from dd.families.student import load_student, student_family
 from dd.layout import Layout
 from dd.sampling import Sampler, run_sampler
 from pipeline.sample import save_samples
-
-
-def load_student(layout: Layout, teacher):
-    """The student stage's result, of the teacher's family, frozen, on the teacher's device."""
-    code_dim = load_tokenizer(layout).codebook.shape[1]
-    student = with_weights(lambda: student_family(layout.teacher).empty_student(teacher, code_dim),
-                           load_state_dict(layout.student_dir / "model.pt"))
-    return student.to(next(teacher.parameters()).device).eval().requires_grad_(False)
 
 
 def load_generator(layout: Layout, parts, teacher):
@@ -66,7 +58,7 @@ def dd_samplers(config: Config, layout: Layout) -> dict[str, Sampler]:
                                                   if setting.teacher_steps else {}))
                      for method, setting in dd_settings(config).items()}
     if "dd2" in config.methods:
-        parts = dd2_family(layout.teacher).dd2_parts(teacher, tokenizer, config.recipe)
+        parts = dd2_parts(config, layout, teacher, tokenizer)
         generate = functools.partial(parts.generate, load_generator(layout, parts, teacher))
         samplers |= {dd2_method(k): functools.partial(sample_dd2, generate, codebook,
                                                       **({"teacher": continuation, "kept": parts.kept_tokens(k),

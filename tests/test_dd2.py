@@ -6,11 +6,12 @@ import torch
 from torch import nn
 
 from dd.config import CSDConfig, ConfigError, RecipeConfig, config_from_dict
-from dd.dd2 import csd_losses, gts_loss_fn, sample_dd2, snap, train_csd
+from dd.dd2 import StudentGenerator, csd_losses, gts_loss_fn, sample_dd2, snap, train_csd, with_student_generator
 from dd.families import DD2Parts
 from dd.diffusion_head import DiffusionHead
 from dd.raster.dd2 import ARDiffusion, Generator, dd2_parts, recipe_probs
 from dd.raster.sampling import teacher_continuation
+from dd.raster.student import DDStudent, empty_student
 from dd.raster.teacher import generate
 from dd.seeding import inverse_cdf
 from dd.training import Batch, read_log
@@ -219,8 +220,34 @@ def test_params_choose_the_methods_and_check_dd2():
     for bad, key in [({"methods": ["dd3"]}, "methods"), ({"methods": []}, "methods"),
                      ({"methods": ["dd2", "dd2"]}, "methods"),
                      ({"dd2": {"csd": {"guidance_updates": 0}}}, "dd2.csd.guidance_updates"),
-                     ({"dd2": {"teacher_steps": [0]}}, "dd2.teacher_steps")]:
+                     ({"dd2": {"teacher_steps": [0]}}, "dd2.teacher_steps"),
+                     ({"dd2": {"generator_init": "dd3"}}, "dd2.generator_init"),
+                     ({"methods": ["dd2"], "dd2": {"generator_init": "dd1"}}, "dd2.generator_init")]:
         with pytest.raises(ConfigError, match=f"invalid value for {key}"):
             config_from_dict(bad)
     with pytest.raises(ConfigError, match="unknown params key 'dd2.csd.steps'"):
         config_from_dict({"dd2": {"csd": {"steps": 3}}})
+
+
+def test_a_dd1_student_as_the_generator_keeps_its_tokens_learns_through_the_softmax_and_reloads():
+    """dd2.generator_init: dd1. The sharpened expected code snaps to the student's argmax wherever the student
+    is sure; the CSD loss reaches the student's weights; the trained generator reloads into an empty one."""
+    teacher, codebook = micro_teacher(), micro_codebook()
+    student = DDStudent.from_teacher(teacher, codebook)
+    nn.init.normal_(student.gpt.output.weight, std=2.0)                   # a sure student: large logit gaps
+    parts = with_student_generator(dd2_parts(teacher, None, RECIPE), lambda: student, empty_student, codebook)
+    G = parts.generator(None, codebook)
+    labels, noise = torch.tensor([0, 1, 2]), torch.randn(3, MICRO.num_image_tokens, 4, generator=torch.Generator().manual_seed(0))
+    logits = student(labels, noise, 0)
+    sure = logits.softmax(-1).max(-1).values > 0.99                        # top probability, before the temperature
+    assert sure.float().mean() > 0.3
+    assert torch.equal(snap(parts.generate(G, labels, noise), codebook)[sure], logits.argmax(-1)[sure])
+
+    model = ARDiffusion.from_teacher(teacher, code_dim=4, head_width=16, head_depth=2)
+    generator_loss, _ = csd_losses(parts, codebook, MICRO.num_classes, MICRO.num_image_tokens, 4)
+    generator_loss(G, model, torch.Generator().manual_seed(0)).backward()
+    assert G.student.input_projection.weight.grad.abs().sum() > 0
+
+    loaded = parts.empty_generator(teacher, 4, 16, 2)
+    loaded.load_state_dict(G.state_dict())
+    assert isinstance(loaded, StudentGenerator) and torch.equal(loaded(labels, noise), G(labels, noise))
