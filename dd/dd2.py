@@ -222,7 +222,8 @@ def csd_losses(parts: DD2Parts, codebook: Tensor, num_classes: int, num_tokens: 
             probs = parts.recipe_probs(labels, tokens).flatten(0, 1)                             # (B*L, V)
             features = parts.features(guidance, labels, tokens).flatten(0, 1)                    # (B*L, C)
         x0, eps, t, x_t = _noisy(q, *_token_noise(batch_size, num_tokens, code_dim, rng))
-        return generator_loss(teacher_velocity(x_t, t, probs, codebook), guidance.head(x_t, t, features), x0, eps, t)
+        return generator_loss(teacher_velocity(x_t, t, probs, codebook), guidance.head(x_t, t, features), x0, eps, t,
+                              tokens_per_sample=num_tokens)
 
     def guidance_loss_fn(generator: nn.Module, guidance: nn.Module, rng: torch.Generator) -> Tensor:
         with torch.no_grad():

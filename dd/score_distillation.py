@@ -12,10 +12,13 @@ Stage 1 (GTS, design/dd2.md section 3): an AR-diffusion model psi regresses v_T 
 Stage 2 (section 4): the guidance network psi follows the generator's samples q = G(eps) with the denoising loss
     L_psi = || v_psi(x_t, t | q_<i) - (eps' - q_i) ||^2,        x_t = (1 - t) q_i + t eps',
 and the generator follows the teacher with SiD's loss (alpha = 1) in velocity space,
-    l_i = t^2 (v_T - v_psi) . (v_psi - v_tgt) / n_i,   v_tgt = eps' - q_i,   n_i = mean_d |t (v_T - v_tgt)| (no grad),
+    l_i = t^2 (v_T - v_psi) . (v_psi - v_tgt) / n,   v_tgt = eps' - q_i,   n = mean_{i,d} |t (v_T - v_tgt)| (no grad),
 whose gradient in q_i is that of the KL between the generator's and the teacher's per-token laws (SiD, arXiv
 2404.04057, written with x_0-predictions f = x_t - t v: (f_T - f_psi) . (f_psi - q) = t^2 (v_T - v_psi) . (v_psi -
-v_tgt)); n_i is DMD's and SiD's normaliser mean |q - f_T|. The prefix q_<i enters only through the networks'
+v_tgt)); n is DMD's and SiD's normaliser mean |q - f_T|, taken as theirs per sample (an image there, a token
+sequence here: the mean over its tokens i and dimensions d). Per token it divided by ~0 wherever the generator's
+token is a code the teacher agrees with: a DD1 student as the generator gave losses of -165 to -840 and
+gradients led by those tokens. The prefix q_<i enters only through the networks'
 features, under stop-gradient: the gradient reaches q_i directly and through x_t.
 
 Dimensions: N tokens (rows), d code dimension, V codebook size.
@@ -61,12 +64,16 @@ def guidance_loss(v_psi: Tensor, x0: Tensor, eps: Tensor) -> Tensor:
     return ((v_psi.float() - (eps - x0.detach()).float()) ** 2).sum(-1).mean()
 
 
-def generator_loss(v_teacher: Tensor, v_psi: Tensor, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
-    """Stage 2, generator: mean over tokens of t^2 (v_T - v_psi) . (v_psi - v_tgt) / n (module docstring).
+def generator_loss(v_teacher: Tensor, v_psi: Tensor, x0: Tensor, eps: Tensor, t: Tensor,
+                   tokens_per_sample: int = 1) -> Tensor:
+    """Stage 2, generator: mean over tokens of t^2 (v_T - v_psi) . (v_psi - v_tgt) / n, n each sample's (module
+    docstring): rows are tokens, `tokens_per_sample` consecutive rows one sample.
 
     v_teacher and v_psi are evaluated at x_t = noisy(x0, eps, t) with x0 = the generator's output, so the loss
     reaches the generator through x0 and x_t; only the generator's parameters should be stepped with it."""
     v_teacher, v_psi, target = v_teacher.float(), v_psi.float(), (eps - x0).float()
     t = t.float()[:, None]
-    normaliser = (t * (v_teacher - target)).abs().mean(-1, keepdim=True).detach().clamp_min(1e-6)   # (N, 1)
+    gap = (t * (v_teacher - target)).abs().detach()                                                 # (N, d)
+    normaliser = gap.view(-1, tokens_per_sample * gap.shape[1]).mean(-1).repeat_interleave(tokens_per_sample)
+    normaliser = normaliser.clamp_min(1e-6)[:, None]                                                # (N, 1)
     return (t**2 * ((v_teacher - v_psi) * (v_psi - target)).sum(-1, keepdim=True) / normaliser).mean()

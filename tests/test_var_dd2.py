@@ -224,7 +224,7 @@ def test_multi_step_keeps_the_generators_first_scales_and_the_teacher_makes_the_
     assert torch.equal(tokens, continuation(labels, noise, K, one_step[:, :kept]))
     assert [parts.kept_tokens(k) for k in range(1, K)] == [start for start, _ in TINY.scale_slices[1:]][::-1]
     for bad in (0, K):
-        with pytest.raises(ValueError, match="remake 1 to 5 of 6 scales"):
+        with pytest.raises(ValueError, match="remake 1 to 5 of its 6 scales"):
             parts.kept_tokens(bad)
 
 
