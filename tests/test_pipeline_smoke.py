@@ -252,6 +252,25 @@ VAR_TINY = {
 }
 
 
+@pytest.mark.slow
+@FASHION_MNIST
+def test_llamagen_tiny_dd2_sweep_on_the_tiny_run(llamagen_tiny_run, tmp_path):
+    """scripts/dd2_sweep.py on the tiny run: two variants that share stage 1 (trained once), their figures, and a
+    rerun that resumes both stages."""
+    run_dir, _ = _copy_run(llamagen_tiny_run, tmp_path)
+    tiny = ["--set", "dd2.gts.train_steps=4", "--set", "dd2.csd.train_steps=2", "--set", "dd2.csd.batch_size=4",
+            "--set", "dd2.head_width=32", "--num-samples", "50"]
+    command = [sys.executable, str(ROOT / "scripts" / "dd2_sweep.py"), "llamagen-tiny", *tiny]
+    paper = json.loads(_run([*command, "--name", "paper"], run_dir).splitlines()[-1])
+    student = _run([*command, "--name", "student", "--set", "dd2.generator_init=dd1"], run_dir)
+    assert paper["gts_relative_error"] < 1 and np.isfinite(paper["validation_fid"])
+    assert "resuming from" in student and np.isfinite(json.loads(student.splitlines()[-1])["validation_fid"])
+    assert len(list((run_dir / "data" / "llamagen-tiny" / "dd2_sweep").glob("gts-*"))) == 1
+    rerun = _run([*command, "--name", "paper"], run_dir)
+    timeless = lambda result: {k: v for k, v in result.items() if not k.endswith("_seconds")}
+    assert rerun.count("resuming from") == 2 and timeless(json.loads(rerun.splitlines()[-1])) == timeless(paper)
+
+
 def _image_folder(root: Path, per_class: dict[str, int]) -> None:
     """root/<split>/<class>/*.png: 28x28 grey images, a bright box whose place depends on the class."""
     rng = np.random.default_rng(0)
@@ -295,13 +314,14 @@ def test_var_tiny_stages_under_dvc_on_tiny_params(var_tiny_run, tmp_path):
     assert len(json.loads((metrics / "tokenizer.json").read_text())["codebook_usage_per_scale"]) == 6
     assert (metrics / "grids" / "skip-2.png").exists() and (metrics / "fid_vs_latency.png").exists()
 
-    # An override of var-tiny's student reruns its student and what follows, not its tokenizer, teacher, pairs
+    # An override of var-tiny's student reruns its student and what follows (dd2 reads the student when
+    # dd2.generator_init is dd1; here it only writes its no-op outputs again), not its tokenizer, teacher, pairs
     # or teacher samples; with it, hybrid sampling: the teacher makes the first 3 scales (14 tokens)
     params["overrides"]["var-tiny"]["student"]["train"]["learning_rate"] = 0.001
     params["overrides"]["var-tiny"]["student"]["teacher_steps"] = 3
     (run_dir / "params.yaml").write_text(yaml.safe_dump(params))
-    assert _stages_rerun(run_dir) == {f"{stage}@var-tiny" for stage in ("resolve", "student", "sample_dd", "latency",
-                                                                          "evaluate")}
+    assert _stages_rerun(run_dir) == {f"{stage}@var-tiny" for stage in ("resolve", "student", "dd2", "sample_dd",
+                                                                          "latency", "evaluate")}
     _check_hybrid_samples(run_dir, "var-tiny", teacher_steps=3, first_tokens=preset_config("var-tiny").scale_slices[2][1])
 
 
