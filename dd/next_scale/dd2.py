@@ -63,13 +63,8 @@ def recipe_probs(teacher: VAR, tokenizer, recipe: RecipeConfig) -> Callable[[Ten
 
 def vqvae_codes(tokenizer) -> Callable[[Tensor], Tensor]:
     """Vectors in the flow's code space (the tokenizer's `codebook`, where the noise lives) -> the VQVAE's own code
-    space: the inverse of the tokenizer's normalisation (a shift and one factor), fitted from the two codebooks
-    by least squares, exact since one is an affine image of the other, so as not to restate the normalisation."""
-    codes = tokenizer.model.codebook.detach().double()                                           # (V, d)
-    flow_codes = tokenizer.codebook.double().to(codes.device)                                    # (V, d), centred
-    shift = codes.mean(0)                                                                        # (d,)
-    factor = ((codes - shift) * flow_codes).sum() / flow_codes.square().sum()                    # ()
-    shift, factor = shift.float(), factor.float()
+    space: the inverse of the tokenizer's normalisation (a shift and one factor, MultiScaleTokenizer.normalisation)."""
+    shift, factor = (x.float() for x in tokenizer.normalisation())
     return lambda vectors: vectors * factor.to(vectors.device) + shift.to(vectors.device)
 
 

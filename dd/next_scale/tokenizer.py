@@ -113,9 +113,14 @@ class MultiScaleTokenizer:
     @property
     def codebook(self) -> Tensor:
         """Code vectors for the flow map and the student (V, E): the codes centred, one factor to unit variance."""
+        shift, factor = self.normalisation()
+        return ((self.model.codebook.detach().double().cpu() - shift) / factor).float()
+
+    def normalisation(self) -> tuple[Tensor, Tensor]:
+        """(shift (E,), factor ()) in float64 on the CPU: codebook = (VQVAE codes - shift) / factor."""
         codes = self.model.codebook.detach().double().cpu()                 # (V, E)
-        centred = codes - codes.mean(0)
-        return (centred / centred.var(0).mean().sqrt()).float()
+        shift = codes.mean(0)
+        return shift, (codes - shift).var(0).mean().sqrt()
 
     @property
     def codebook_size(self) -> int:
