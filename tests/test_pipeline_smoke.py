@@ -18,6 +18,7 @@ import yaml
 from PIL import Image
 
 from dd.checkpoint import load_state_dict
+from dd.config import dd_method
 from dd.teachers import preset_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,21 +255,31 @@ VAR_TINY = {
 
 @pytest.mark.slow
 @FASHION_MNIST
-def test_llamagen_tiny_dd2_sweep_on_the_tiny_run(llamagen_tiny_run, tmp_path):
-    """scripts/dd2_sweep.py on the tiny run: two variants that share stage 1 (trained once), their figures, and a
-    rerun that resumes both stages."""
+def test_llamagen_tiny_sweep_on_the_tiny_run(llamagen_tiny_run, tmp_path):
+    """scripts/sweep.py on the tiny run. dd2: two variants that share stage 1 (trained once), their figures, and a
+    rerun that resumes both stages. student: a variant of another target width scores every DD1 row, and a
+    pairs setting is refused (the variant reads the run's shards)."""
     run_dir, _ = _copy_run(llamagen_tiny_run, tmp_path)
     tiny = ["--set", "dd2.gts.train_steps=4", "--set", "dd2.csd.train_steps=2", "--set", "dd2.csd.batch_size=4",
             "--set", "dd2.head_width=32", "--num-samples", "50"]
-    command = [sys.executable, str(ROOT / "scripts" / "dd2_sweep.py"), "llamagen-tiny", *tiny]
+    command = [sys.executable, str(ROOT / "scripts" / "sweep.py"), "llamagen-tiny", "dd2", *tiny]
     paper = json.loads(_run([*command, "--name", "paper"], run_dir).splitlines()[-1])
     student = _run([*command, "--name", "student", "--set", "dd2.generator_init=dd1"], run_dir)
-    assert paper["gts_relative_error"] < 1 and np.isfinite(paper["validation_fid"])
-    assert "resuming from" in student and np.isfinite(json.loads(student.splitlines()[-1])["validation_fid"])
-    assert len(list((run_dir / "data" / "llamagen-tiny" / "dd2_sweep").glob("gts-*"))) == 1
+    assert paper["gts_relative_error"] < 1 and np.isfinite(paper["validation_fid"]["dd2"])
+    assert "resuming from" in student and np.isfinite(json.loads(student.splitlines()[-1])["validation_fid"]["dd2"])
+    assert len(list((run_dir / "data" / "llamagen-tiny" / "sweep" / "dd2").glob("gts-*"))) == 1
     rerun = _run([*command, "--name", "paper"], run_dir)
     timeless = lambda result: {k: v for k, v in result.items() if not k.endswith("_seconds")}
     assert rerun.count("resuming from") == 2 and timeless(json.loads(rerun.splitlines()[-1])) == timeless(paper)
+
+    sweep = [sys.executable, str(ROOT / "scripts" / "sweep.py"), "llamagen-tiny", "student", "--num-samples", "50"]
+    onehot = json.loads(_run([*sweep, "--name", "onehot", "--set", "student.target_width=0"], run_dir).splitlines()[-1])
+    params = yaml.safe_load((run_dir / "params.yaml").read_text())
+    assert set(onehot["validation_fid"]) == {"dd", *(dd_method(*v) for v in params["sample"]["dd_variants"])}
+    assert all(np.isfinite(list(onehot["validation_fid"].values()))) and "token_agreement_t0" in onehot
+    refused = subprocess.run([*sweep, "--name", "pairs", "--set", "pairs.num_pairs=8"], cwd=run_dir,
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "pairs.*" in refused.stderr
 
 
 def _image_folder(root: Path, per_class: dict[str, int]) -> None:
