@@ -232,6 +232,9 @@ class SampleConfig:
                                       # its own seed, so it shares no noise with any method's samples or the pairs
     dd_variants: tuple[tuple[int, ...], ...] = ()   # further DD rows beside `dd` (student.steps / teacher_steps):
                                       # [steps, teacher_steps] each, e.g. [[2, 0], [2, 16]]: dd-2step, dd-hybrid-16
+    precision: str = "auto"           # the samplers' matrix products (dd/fast_path.py): "auto" bf16 on CUDA and
+                                      # fp32 on the CPU; "bf16" or "fp32" everywhere
+    cuda_graphs: bool = True          # on CUDA, each sampler's whole loop captured as a CUDA graph and replayed
 
 
 @dataclass(frozen=True)
@@ -297,6 +300,7 @@ class Config:
             **{f"{section}.train.precision": getattr(self, section).train.precision in PRECISIONS
                for section in TRAINED_SECTIONS},
             "dd2.gts.precision": self.dd2.gts.precision in PRECISIONS,
+            "sample.precision": self.sample.precision in PRECISIONS,
         }
         for key, ok in checks.items():
             if not ok:
@@ -322,6 +326,7 @@ _HINTS = {
     "dd2.csd.guidance_updates": "the guidance network must follow the generator: at least 1 update per generator update",
     "dd2.csd.precision": "use 'fp32', 'bf16' or 'auto'",
     "dd2.gts.precision": "use 'fp32', 'bf16' or 'auto'",
+    "sample.precision": "use 'fp32', 'bf16' or 'auto' (bf16 on CUDA, fp32 on the CPU)",
     "dd2.generator_init": "use 'ar_diffusion' (the paper's) or 'dd1' (the DD1 student, which needs dd1 in `methods`)",
     "dd2.teacher_steps": "a list of positive teacher steps, e.g. [16]: row dd2-hybrid-16 (the teacher remakes the last 16)",
     "student.timesteps": "a list starting with 0 (the all-noise timestep), e.g. [0, 32]",
@@ -357,12 +362,14 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "pairs": ("recipe", "flow", "pairs"),
     "student": ("methods", "student.timesteps", "student.target_width", "student.train"),
     "dd2": ("methods", "recipe", "dd2.head_width", "dd2.head_depth", "dd2.seed", "dd2.gts", "dd2.csd",
-            "dd2.generator_init"),
+            "dd2.generator_init", "sample.precision", "sample.cuda_graphs"),
     "sample": ("recipe", "sample", "tokenizer.source"),
     "sample_dd": ("methods", "student.steps", "student.teacher_steps", "student.timesteps", "dd2.teacher_steps",
-                  "sample.num_samples", "sample.labels", "sample.batch_size", "sample.seed", "sample.dd_variants"),
+                  "sample.num_samples", "sample.labels", "sample.batch_size", "sample.seed", "sample.dd_variants",
+                  "sample.precision", "sample.cuda_graphs"),
     "latency": ("latency", "recipe", "methods", "student.steps", "student.teacher_steps", "student.timesteps",
-                "dd2.teacher_steps", "sample.skip_tokens", "sample.dd_variants"),
+                "dd2.teacher_steps", "sample.skip_tokens", "sample.dd_variants", "sample.precision",
+                "sample.cuda_graphs"),
     "evaluate": ("data.source", "classifier.feature_dim", "tokenizer.source", "evaluate", "methods", "student.steps",
                  "student.teacher_steps", "student.timesteps", "dd2.teacher_steps", "sample.skip_tokens",
                  "sample.reference_seed", "sample.dd_variants"),

@@ -19,6 +19,7 @@ from dd.dd2 import csd_losses, gts_loss_fn, snap, train_csd
 from dd.device import compute_device
 from dd.families.dd2 import dd2_parts
 from dd.families.sampling import sampling_family
+from dd.fast_path import fast_sampler
 from dd.layout import Layout
 from dd.pairs import MANIFEST, read_pairs
 from dd.provenance import record, stage_entry
@@ -81,7 +82,7 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
 def _teacher_samples(config: Config, layout: Layout, teacher, tokenizer, progress: bool):
     """PROBE_SAMPLES teacher samples under the recipe, of a seed no other set uses (pairs.seed + 1000)."""
     sampler = sampling_family(layout.teacher).teacher_sampler(teacher, tokenizer, config.recipe)
-    return run_sampler(sampler, range(PROBE_SAMPLES), config.pairs.seed + 1000, tokenizer.num_tokens,
+    return run_sampler(fast_sampler(sampler, config.sample, compute_device()), range(PROBE_SAMPLES), config.pairs.seed + 1000, tokenizer.num_tokens,
                        tokenizer.codebook.shape[1], teacher_classes(layout), config.sample.batch_size,
                        "teacher samples (DD2 figures)", progress, device=compute_device())
 

@@ -4,6 +4,7 @@ import torch
 from dd.artifacts import load_tokenizer, teacher_classes
 from dd.checkpoint import save_json
 from dd.config import Config
+from dd.fast_path import fast_path_mode, fast_samplers
 from dd.device import compute_device
 from dd.latency import time_methods
 from dd.layout import Layout
@@ -18,8 +19,10 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     device = compute_device()
     tokenizer = load_tokenizer(layout, device)
     _, pair_tokens, pair_labels = read_pairs(layout.pairs_dir)
-    samplers = {**baseline_samplers(config, layout, pair_tokens, pair_labels), **dd_samplers(config, layout)}
-    results = {"threads": torch.get_num_threads(), "device": device.type, "student_steps": config.student.steps}
+    samplers = fast_samplers({**baseline_samplers(config, layout, pair_tokens, pair_labels),
+                              **dd_samplers(config, layout)}, config.sample, device)
+    results = {"threads": torch.get_num_threads(), "device": device.type, "student_steps": config.student.steps,
+               **fast_path_mode(config.sample, device)}
     for batch_size in config.latency.batch_sizes:
         seconds = time_methods(samplers, tokenizer.decode, batch_size, tokenizer.num_tokens,
                                tokenizer.codebook.shape[1], teacher_classes(layout), config.latency.repeats, device)

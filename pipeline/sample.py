@@ -20,6 +20,7 @@ from dd.checkpoint import atomic_destination
 from dd.config import Config
 from dd.device import compute_device
 from dd.families.sampling import sampling_family
+from dd.fast_path import fast_samplers
 from dd.layout import Layout, load_images
 from dd.pairs import read_pairs
 from dd.sampling import TokenMarginals, run_sampler
@@ -55,6 +56,7 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     _, pair_tokens, pair_labels = read_pairs(layout.pairs_dir)
     device = compute_device()
     tokenizer, (samplers, skips) = load_tokenizer(layout, device), _baselines(config, layout, pair_tokens, pair_labels)
+    samplers = fast_samplers(samplers, config.sample, device)
     num_classes, count = teacher_classes(layout), config.sample.num_samples
     seed, num_tokens, code_dim = config.sample.seed, tokenizer.num_tokens, tokenizer.codebook.shape[1]
     sampled = {}

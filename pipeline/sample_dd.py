@@ -12,6 +12,7 @@ from dd.config import Config, StudentConfig, dd2_method, dd_method
 from dd.dd2 import sample_dd2
 from dd.device import compute_device
 from dd.families.dd2 import dd2_parts
+from dd.fast_path import fast_samplers
 from dd.families.sampling import sampling_family
 from dd.families.student import load_student, student_family
 from dd.layout import Layout
@@ -70,7 +71,7 @@ def dd_samplers(config: Config, layout: Layout) -> dict[str, Sampler]:
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     device = compute_device()
     tokenizer = load_tokenizer(layout, device)
-    steps, samplers = distilled_steps(config), dd_samplers(config, layout)
+    steps, samplers = distilled_steps(config), fast_samplers(dd_samplers(config, layout), config.sample, device)
     for method, sampler in samplers.items():
         tokens, labels = run_sampler(sampler, range(config.sample.num_samples), config.sample.seed,
                                      tokenizer.num_tokens, tokenizer.codebook.shape[1], teacher_classes(layout),

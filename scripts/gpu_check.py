@@ -8,6 +8,8 @@ Speed does not depend on the weights, so the models are the published architectu
   teacher_graph  the same whole sampling loop captured once as a CUDA graph and replayed
   dd_1step       the DD student's single forward on noise (+ argmax), eager and as a CUDA graph (for VAR the
                  VARStudent of dd/next_scale/student.py: 1 + 680 positions, block mask, noise/data embedding)
+  teacher_stage  the teacher as the stages sample it: fp32 weights through dd/fast_path.py (bf16 autocast, one
+                 CUDA graph per batch shape), against teacher_graph (bar: within 1.3x); dd_1step_stage likewise
   dd_hybrid{K}   hybrid sampling (method.md section 6) as a CUDA graph: the student, K steps of the teacher's
                  own sampler after a prefill of the student's first tokens, the student again from the paper's
                  intermediate timestep (LlamaGen 80 tokens, VAR-d16 5 scales, larger VARs 4); K as in the
@@ -18,7 +20,8 @@ them, and 1- and 2-step sampling, all on the GPU. Last, the published path throu
 checkpoints written in the published format (random weights), fetched by the tokenizer and teacher stages from
 file:// URLs, then pairs, student, sample, sample_dd and latency with the paper recipe at small counts (256
 pairs, 10 student steps, 128 samples, batch 64), exactly as `dvc repro` runs them (evaluate needs Inception
-weights, which this offline machine lacks).
+weights, which this offline machine lacks). Then scripts/throughput.py for each of --throughput-presets: each stage's
+marginal cost per pair, step and sample, and the paper's scale projected on 8 GPUs of this kind.
 
     python scripts/gpu_check.py                 # prints a table; --out DIR also writes gpu_check.json there
     python scripts/gpu_check.py --sections pipeline --pipeline-presets var-d16
@@ -26,22 +29,27 @@ weights, which this offline machine lacks).
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import functools
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import torch
 import yaml
 
-from dd.config import FlowConfig, PairsConfig, RecipeConfig, TrainConfig, resolve
+from dd.config import FlowConfig, PairsConfig, RecipeConfig, SampleConfig, TrainConfig, resolve
+from dd.fast_path import fast_sampler
 from dd.models.llamagen import GPT, PRESETS
 from dd.models.var import VAR, PRESETS as VAR_PRESETS
 from dd.models.var_vqvae import MultiScaleVQVAE, PRESETS as VAE_PRESETS
-from dd.next_scale.sampling import sample_var_scales, sample_var_teacher
+from dd.next_scale.sampling import sample_var_scales, sample_var_teacher, teacher_sampler as var_teacher_sampler
 from dd.next_scale.student import VARStudent, sample_var_dd
 from dd.pairs import read_pairs, write_pairs
 from dd.presets import paper_recipe
@@ -93,9 +101,10 @@ def as_graph(function):
     return graph.replay
 
 
-def samplers(preset: str, device):
-    """(teacher(labels, noise), dd_1step(labels, noise), {K: dd_hybrid(labels, noise)}, tokens per image, code dim,
-    classes) of a preset."""
+def samplers(preset: str, device) -> tuple[dict, int, int, int]:
+    """({name: sampler(labels, noise)}, tokens per image, code dim, classes) of a preset: teacher, dd_1step and
+    dd_hybrid{K} on bf16 weights (the fastest we write), and teacher_stage, dd_1step_stage as the stages run them
+    (fp32 weights through dd/fast_path.py: bf16 autocast, and on CUDA one graph per batch shape)."""
     # Where the second student step starts: the paper recipe's for a published preset (resolving one here would
     # ask for the Inception reference it does not use), params.yaml's for the embedded ones
     recipe = paper_recipe(preset)
@@ -112,6 +121,9 @@ def samplers(preset: str, device):
         dd_sampler = functools.partial(sample_var_dd, student, codebook)
         continuation = lambda labels, noise, stop, given: sample_var_scales(model, vqvae, VAR_PAPER_RECIPE, stop, labels,
                                                                           noise.float(), given)
+        fp32 = copy.deepcopy(model).float()
+        teacher_stage = var_teacher_sampler(fp32, types.SimpleNamespace(model=vqvae), VAR_PAPER_RECIPE)
+        dd_stage = functools.partial(sample_var_dd, VARStudent.from_teacher(fp32, vqvae.codebook), vqvae.codebook, 1, 0)
         sizes, family = (config.num_tokens, config.code_dim, config.num_classes), "var"
     else:
         model = random_model(preset, device)
@@ -121,40 +133,51 @@ def samplers(preset: str, device):
         dd_sampler = functools.partial(sample_dd, student, codebook)
         continuation = lambda labels, noise, stop, given: sample_teacher(model, PAPER_RECIPE, labels, noise.float(), stop,
                                                                          given)
+        fp32 = copy.deepcopy(model).float()
+        teacher_stage = functools.partial(sample_teacher, fp32, PAPER_RECIPE)
+        student_fp32 = DDStudent(fp32, CODE_DIM).to(device).eval().requires_grad_(False)
+        dd_stage = functools.partial(sample_dd, student_fp32, codebook.float(), 1, 0)
         sizes, family = (model.config.num_image_tokens, CODE_DIM, model.config.num_classes), "llamagen"
     dd = lambda labels, noise: dd_sampler(1, 0, labels, noise.to(torch.bfloat16))
 
     def hybrid(teacher_steps: int, labels, noise):
         return dd_sampler(2, intermediate, labels, noise.to(torch.bfloat16), teacher=continuation,
                           teacher_steps=teacher_steps)
-    hybrids = {k: functools.partial(hybrid, k) for k in HYBRID_TEACHER_STEPS[family] if k < intermediate}
-    return teacher, dd, hybrids, *sizes
+    stage = functools.partial(fast_sampler, config=SampleConfig(), device=torch.device(device))
+    named = {"teacher": teacher, "dd_1step": dd, "teacher_stage": stage(teacher_stage), "dd_1step_stage": stage(dd_stage),
+             **{f"dd_hybrid{k}": functools.partial(hybrid, k) for k in HYBRID_TEACHER_STEPS[family] if k < intermediate}}
+    return named, *sizes
 
 
 def latency_table(presets, batch_sizes, repeats, device) -> list[dict]:
     rows = []
     for preset in presets:
-        teacher, dd, hybrids, num_tokens, code_dim, num_classes = samplers(preset, device)
+        named, num_tokens, code_dim, num_classes = samplers(preset, device)
         for batch_size in batch_sizes:
             labels = balanced_labels(range(batch_size), num_classes).to(device)
             noise = per_sample_noise(0, range(batch_size), num_tokens, code_dim).to(device)
-            run_teacher, run_dd = (lambda: teacher(labels, noise)), (lambda: dd(labels, noise))
-            timings = {"teacher": time_call(run_teacher, repeats), "dd_1step": time_call(run_dd, repeats)}
+            call = {name: functools.partial(sampler, labels, noise) for name, sampler in named.items()}
+            timings = {"teacher": time_call(call["teacher"], repeats), "dd_1step": time_call(call["dd_1step"], repeats)}
             torch.cuda.empty_cache()   # the eager runs' cached blocks go back, so the graphs' private pool fits
-            timings["teacher_graph"] = time_call(as_graph(run_teacher), repeats)
-            timings["dd_1step_graph"] = time_call(as_graph(run_dd), repeats)
-            for k, hybrid in hybrids.items():
-                timings[f"dd_hybrid{k}_graph"] = time_call(as_graph(functools.partial(hybrid, labels, noise)), repeats)
+            timings["teacher_graph"] = time_call(as_graph(call["teacher"]), repeats)
+            timings["dd_1step_graph"] = time_call(as_graph(call["dd_1step"]), repeats)
+            hybrids = [name for name in named if name.startswith("dd_hybrid")]
+            for name in hybrids:
+                timings[f"{name}_graph"] = time_call(as_graph(call[name]), repeats)
+            for name in ("teacher_stage", "dd_1step_stage"):      # they capture their own graphs (dd/fast_path.py)
+                timings[name] = time_call(call[name], repeats)
             row = {"preset": preset, "batch_size": batch_size,
                    **{f"{k}_ms_per_image": 1000 * v / batch_size for k, v in timings.items()}}
             row["speedup_eager"] = timings["teacher"] / timings["dd_1step"]
             row["speedup_graph"] = timings["teacher_graph"] / timings["dd_1step_graph"]
+            row["speedup_stage"] = timings["teacher_graph"] / timings["dd_1step_stage"]
             row["graph_gain_teacher"] = timings["teacher"] / timings["teacher_graph"]
-            row.update({f"speedup_hybrid{k}_graph": timings["teacher_graph"] / timings[f"dd_hybrid{k}_graph"]
-                        for k in hybrids})
+            row["stage_teacher_over_graph"] = timings["teacher_stage"] / timings["teacher_graph"]   # bar: <= 1.3
+            row.update({f"speedup_{name[len('dd_'):]}_graph": timings["teacher_graph"] / timings[f"{name}_graph"]
+                        for name in hybrids})
             rows.append(row)
             print(json.dumps(row), flush=True)
-        del teacher, dd, hybrids
+        del named
         torch.cuda.empty_cache()
     return rows
 
@@ -208,8 +231,11 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--smoke-pairs", type=int, default=256)
     parser.add_argument("--smoke-student-steps", type=int, default=20)
-    parser.add_argument("--sections", nargs="+", choices=["latency", "smoke", "pipeline"],
-                        default=["latency", "smoke", "pipeline"], help="which checks to run (default: all)")
+    parser.add_argument("--sections", nargs="+", choices=["latency", "smoke", "pipeline", "throughput"],
+                        default=["latency", "smoke", "pipeline", "throughput"], help="which checks to run (default: all)")
+    parser.add_argument("--throughput-presets", nargs="+", default=["llamagen-b", "var-d16"],
+                        help="published presets whose stage throughput and paper-scale projection scripts/throughput.py "
+                             "measures (default counts)")
     parser.add_argument("--pipeline-presets", nargs="+", default=["llamagen-b"],
                         help="published presets the pipeline section takes through the stages")
     parser.add_argument("--out", type=Path)
@@ -238,13 +264,22 @@ def main():
             result.setdefault("published_pipeline", {})[preset] = published_pipeline(preset, small_counts(256, 10, 128, 64))
             torch.cuda.empty_cache()
             save()
+    if "throughput" in args.sections:
+        for preset in args.throughput_presets:    # a process each: its own GPU memory and warm-up, as a user's run
+            out = args.out or Path(tempfile.mkdtemp())
+            subprocess.run([sys.executable, str(Path(__file__).parent / "throughput.py"), preset, "--out", str(out)],
+                           check=True)
+            result.setdefault("throughput", {})[preset] = json.loads((out / f"throughput_{preset}.json").read_text())
+            save()
     print(f"\n{result['device']}, torch {result['torch']}, bf16, paper recipes (LlamaGen cfg 2.0 top-k 8000; VAR cfg 2.0 "
           "ramped, top-k 900, top-p 0.95)")
-    print(f"{'preset':<12}{'batch':>6}{'teacher ms/img':>16}{'graph':>10}{'dd 1-step':>11}{'graph':>10}{'speed-up':>10}")
+    print(f"{'preset':<12}{'batch':>6}{'teacher ms/img':>16}{'graph':>10}{'stage':>10}{'dd 1-step':>11}{'graph':>10}"
+          f"{'stage':>10}{'speed-up':>10}")
     for row in result.get("latency", []):
         print(f"{row['preset']:<12}{row['batch_size']:>6}{row['teacher_ms_per_image']:>16.3f}"
-              f"{row['teacher_graph_ms_per_image']:>10.3f}{row['dd_1step_ms_per_image']:>11.3f}"
-              f"{row['dd_1step_graph_ms_per_image']:>10.3f}{row['speedup_graph']:>9.1f}x")
+              f"{row['teacher_graph_ms_per_image']:>10.3f}{row['teacher_stage_ms_per_image']:>10.3f}"
+              f"{row['dd_1step_ms_per_image']:>11.3f}{row['dd_1step_graph_ms_per_image']:>10.3f}"
+              f"{row['dd_1step_stage_ms_per_image']:>10.3f}{row['speedup_graph']:>9.1f}x")
         hybrids = [key[len("dd_hybrid"):-len("_graph_ms_per_image")] for key in row
                    if key.startswith("dd_hybrid") and key.endswith("_graph_ms_per_image")]
         if hybrids:

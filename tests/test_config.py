@@ -51,6 +51,8 @@ def test_invalid_values_are_rejected():
         config_from_dict({"student": {"steps": 2, "timesteps": [0, 0]}})   # a repeat is not an intermediate step
     with pytest.raises(ConfigError, match="student.train.precision: use 'fp32', 'bf16' or 'auto'"):
         config_from_dict({"student": {"train": {"precision": "fp16"}}})
+    with pytest.raises(ConfigError, match=r"sample.precision: use 'fp32', 'bf16' or 'auto' \(bf16 on CUDA"):
+        config_from_dict({"sample": {"precision": "fp16"}})
     for hybrid in ({"teacher_steps": 8}, {"steps": 2, "teacher_steps": 33}, {"steps": 2, "teacher_steps": -1}):
         with pytest.raises(ConfigError, match="student.teacher_steps: hybrid sampling needs steps: 2"):
             config_from_dict({"student": hybrid})

@@ -16,15 +16,14 @@ spec.loader.exec_module(gpu_check)
 @pytest.mark.parametrize("preset", ["llamagen-tiny", "var-tiny"])
 def test_teacher_and_dd_samplers_run_at_tiny_presets(preset):
     torch.manual_seed(0)
-    teacher, dd, hybrids, num_tokens, code_dim, num_classes = gpu_check.samplers(preset, torch.device("cpu"))
+    named, num_tokens, code_dim, num_classes = gpu_check.samplers(preset, torch.device("cpu"))
     labels = balanced_labels(range(2), num_classes)
     noise = per_sample_noise(0, range(2), num_tokens, code_dim)
-    teacher_tokens = teacher(labels, noise)
-    if isinstance(teacher_tokens, list):                      # VAR: one tensor per scale
-        teacher_tokens = torch.cat(teacher_tokens, dim=1)
-    assert teacher_tokens.shape == (2, num_tokens)
-    assert dd(labels, noise).shape == (2, num_tokens)
-    assert list(hybrids) == {"llamagen-tiny": [20], "var-tiny": [1, 2]}[preset]     # the paper's K below m
-    for hybrid in hybrids.values():
-        assert hybrid(labels, noise).shape == (2, num_tokens)
-
+    tokens = {}
+    for name, sampler in named.items():
+        tokens[name] = sampler(labels, noise)
+        if isinstance(tokens[name], list):                      # VAR's bf16 teacher: one tensor per scale
+            tokens[name] = torch.cat(tokens[name], dim=1)
+        assert tokens[name].shape == (2, num_tokens), name
+    hybrids = {"llamagen-tiny": [20], "var-tiny": [1, 2]}[preset]       # the paper's K below m
+    assert set(named) == {"teacher", "teacher_stage", "dd_1step", "dd_1step_stage", *(f"dd_hybrid{k}" for k in hybrids)}

@@ -45,3 +45,12 @@ def visibility_bias(visible: Tensor, dtype: torch.dtype = torch.float32) -> Tens
     One form of mask for every caller: VAR's published checkpoints store theirs as such a bias (a float buffer).
     """
     return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(~visible, float("-inf"))
+
+
+def activation_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype of the keys and values `model` computes, which its static KV cache must hold: autocast's where
+    autocast is on for the weights' device (bf16 sampling, dd/fast_path.py), else the weights' own."""
+    weight = next(model.parameters())
+    if torch.is_autocast_enabled(weight.device.type):
+        return torch.get_autocast_dtype(weight.device.type)
+    return weight.dtype

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from dd.config import RecipeConfig
 from dd.families import TeacherForcing
+from dd.models.attention import activation_dtype
 from dd.models.var import VAR, VARKVCache, cfg_ramp
 from dd.models.var_vqvae import MultiScaleVQVAE
 from dd.teachers import sampling_probs
@@ -70,7 +71,7 @@ def generate_var(model: VAR, vqvae: MultiScaleVQVAE, labels: Tensor, recipe: Rec
         raise ValueError(f"{first} given scales, more than the {num_scales} to generate")
     use_cfg = guided_by(recipe)
     rows = torch.cat([labels, torch.full_like(labels, config.num_classes)]) if use_cfg else labels   # (2B,) or (B,)
-    cache = VARKVCache.allocate(config, len(rows), next(model.parameters()).dtype, labels.device)
+    cache = VARKVCache.allocate(config, len(rows), activation_dtype(model), labels.device)
 
     def model_rows(scale_input: Tensor) -> Tensor:        # (B, P, E) -> (rows, P, E) in the cache's dtype
         return (torch.cat([scale_input, scale_input]) if use_cfg else scale_input).to(cache.k.dtype)

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from dd.config import RecipeConfig
 from dd.families import TeacherForcing
+from dd.models.attention import activation_dtype
 from dd.models.llamagen import GPT, KVCache
 from dd.teachers import sampling_probs
 
@@ -59,8 +60,7 @@ def generate(model: GPT, labels: Tensor, recipe: RecipeConfig, choose: Chooser, 
     device = labels.device
     use_cfg = guided(recipe)
     rows = torch.cat([labels, torch.full_like(labels, config.num_classes)]) if use_cfg else labels   # (2B,) or (B,)
-    dtype = next(model.parameters()).dtype
-    cache = KVCache.allocate(config, len(rows), dtype, device)
+    cache = KVCache.allocate(config, len(rows), activation_dtype(model), device)
     positions = torch.arange(config.max_seq_len, device=device)
     tokens = torch.empty(len(labels), num_tokens, dtype=torch.long, device=device)
     first = 0 if given is None else given.shape[1]
