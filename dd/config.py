@@ -232,9 +232,9 @@ class SampleConfig:
                                       # its own seed, so it shares no noise with any method's samples or the pairs
     dd_variants: tuple[tuple[int, ...], ...] = ()   # further DD rows beside `dd` (student.steps / teacher_steps):
                                       # [steps, teacher_steps] each, e.g. [[2, 0], [2, 16]]: dd-2step, dd-hybrid-16
-    precision: str = "auto"           # the samplers' matrix products (dd/fast_path.py): "auto" bf16 on CUDA and
-                                      # fp32 on the CPU; "bf16" or "fp32" everywhere
-    cuda_graphs: bool = True          # on CUDA, each sampler's whole loop captured as a CUDA graph and replayed
+    precision: str = "auto"           # every sampler's matrix products (pairs' teacher too; dd/fast_path.py): "auto"
+                                      # bf16 on CUDA and fp32 on the CPU; "bf16" or "fp32" everywhere
+    cuda_graphs: bool = True          # on CUDA, each sampler's whole loop (pairs' map too) captured as a CUDA graph
 
 
 @dataclass(frozen=True)
@@ -359,7 +359,7 @@ _HINTS = {
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "tokenizer": ("data", "tokenizer", "vqvae"),
     "teacher": ("data", "tokenizer", "teacher"),                   # its resume fingerprint covers all three
-    "pairs": ("recipe", "flow", "pairs"),
+    "pairs": ("recipe", "flow", "pairs", "sample.precision", "sample.cuda_graphs"),
     "student": ("methods", "student.timesteps", "student.target_width", "student.train"),
     "dd2": ("methods", "recipe", "dd2.head_width", "dd2.head_depth", "dd2.seed", "dd2.gts", "dd2.csd",
             "dd2.generator_init", "sample.precision", "sample.cuda_graphs"),

@@ -75,7 +75,7 @@ def flow_map(eps: Tensor, probs: Tensor, codebook: Tensor, num_steps: int = 20, 
     codebook: (V, d). Returns tokens (B,) int64. support_size > 0 says the recipe left at most that many
     nonzero per row (a top-k recipe); where the codebook is over SUPPORT_SPEEDUP times larger, the map then
     solves over each row's support_size most probable codes only, which is exact since a code of probability 0
-    has no basin. Computes in float32 (or float64 if given): float32 picked the
+    has no basin. Computes in float32 (or float64 if given), autocast or not: float32 picked the
     same tokens as float64 on every one of 3,000 test rows at half the cost. compile: run each RK4 step through
     torch.compile, which fuses its dozens of small elementwise kernels (3x faster on 2 CPU cores at 1,000 rows
     x 64 candidates, after ~13 s of compiling once per process).
@@ -85,6 +85,11 @@ def flow_map(eps: Tensor, probs: Tensor, codebook: Tensor, num_steps: int = 20, 
         chosen = flow_map(eps, probs, codebook[candidates], num_steps, t_end, compile=compile)  # codes (B, k, d)
         return candidates.gather(1, chosen[:, None]).squeeze(1)
 
+    with torch.autocast(eps.device.type, enabled=False):   # a bf16 caller (dd/fast_path.py) keeps the map's fp32
+        return _solve(eps, probs, codebook, num_steps, t_end, compile)
+
+
+def _solve(eps: Tensor, probs: Tensor, codebook: Tensor, num_steps: int, t_end: float, compile: bool) -> Tensor:
     dtype = torch.promote_types(eps.dtype, torch.float32)
     probs, eps, codebook = probs.to(dtype), eps.to(dtype), codebook.to(dtype)
     log_probs = torch.log(probs)                            # -inf where the recipe removed a token

@@ -1,13 +1,15 @@
 """The samplers' fast path (dd/fast_path.py) on the CPU: the graph wrapper's static-buffer bookkeeping with an
-eager stand-in for CUDA graph capture, and bf16 sampling against fp32 (the same law, measured)."""
+eager stand-in for CUDA graph capture, and bf16 sampling and pairs against fp32 (the same law, measured; the
+flow map itself stays fp32)."""
 import functools
 
 import torch
 
-from dd.config import RecipeConfig, SampleConfig
+from dd.config import FlowConfig, RecipeConfig, SampleConfig
 from dd.fast_path import GraphedSampler, fast_path_mode, fast_sampler
+from dd.flow import flow_map
 from dd.next_scale.sampling import teacher_sampler as var_teacher_sampler
-from dd.raster.sampling import sample_teacher
+from dd.raster.sampling import sample_teacher, sequence_map
 from dd.seeding import balanced_labels, per_sample_noise
 from tests.helpers import MICRO, micro_teacher
 from tests.test_var_teacher import tiny_pair
@@ -79,3 +81,20 @@ def test_next_scale_teacher_in_bf16_draws_the_fp32_law():
                                          config.vocab_size, 300)
     # A moved token changes the next scales' inputs (f_hat), so fewer stay identical than in raster order.
     assert same > 0.75 and tv < 0.75 * floor, (same, tv, floor)     # measured: 0.813, 0.090 against 0.202
+
+
+def test_the_flow_map_solves_in_fp32_under_a_bf16_caller():
+    rng = torch.Generator().manual_seed(0)
+    probs = torch.softmax(3 * torch.randn(2000, 64, generator=rng), -1)
+    eps, codebook = torch.randn(2000, 4, generator=rng), torch.randn(64, 4, generator=rng)
+    with torch.autocast("cpu", torch.bfloat16):
+        under_bf16 = flow_map(eps, probs, codebook)
+    assert torch.equal(under_bf16, flow_map(eps, probs, codebook))
+
+
+def test_raster_pairs_in_bf16_keep_the_fp32_law():
+    codebook = torch.randn(MICRO.vocab_size, 4, generator=torch.Generator().manual_seed(0))
+    pair_map = functools.partial(sequence_map, micro_teacher(), RecipeConfig(cfg_scale=1.5, top_k=8), codebook,
+                                 FlowConfig(solver_steps=20, compile=False))
+    same, tv, floor = _bf16_against_fp32(pair_map, MICRO.num_image_tokens, 4, MICRO.num_classes, MICRO.vocab_size, 500)
+    assert same > 0.9 and tv < 0.75 * floor, (same, tv, floor)
