@@ -18,5 +18,6 @@ def progress_bar(description: str, total: int, enabled: bool = True):
     # Redraw rarely when output is not a terminal (DVC logs), so logs stay readable.
     with Progress(*columns, refresh_per_second=2 if sys.stderr.isatty() else 0.1) as progress:
         task = progress.add_task(description, total=total, status="")
-        yield lambda n=1, **fields: progress.update(
-            task, advance=n, status=" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items()))
+        # Fields shown stay until new ones come (a training loop reads its loss only on the steps it logs).
+        yield lambda n=1, **fields: progress.update(task, advance=n, **({"status": " ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())} if fields else {}))
