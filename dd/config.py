@@ -191,6 +191,9 @@ class CSDConfig:
     generator_learning_rate: float = 1e-4
     guidance_learning_rate: float = 2e-4
     warmup_steps: int = 50                # linear warm-up of both rates, then constant (the paper's warm-up)
+    guidance_warmup_steps: int = 0        # guidance-only steps (one update each) before the first generator update:
+                                          # psi first learns the generator's law instead of the teacher's it starts
+                                          # from (the paper's "performance alignment", design/dd2.md section 4)
     ema_decay: float = 0.999              # the generator's EMA, min(decay, (1 + s) / (10 + s)) as the paper's
     checkpoint_every: int = 100
     log_every: int = 25
@@ -280,6 +283,7 @@ class Config:
                        and set(self.methods) <= set(METHODS),
             "student.steps": self.student.steps in (1, 2),
             "dd2.csd.guidance_updates": self.dd2.csd.guidance_updates >= 1,
+            "dd2.csd.guidance_warmup_steps": self.dd2.csd.guidance_warmup_steps >= 0,
             "dd2.csd.precision": self.dd2.csd.precision in PRECISIONS,
             "dd2.teacher_steps": all(k > 0 for k in self.dd2.teacher_steps),
             "dd2.generator_init": self.dd2.generator_init in ("ar_diffusion", "dd1")
@@ -325,6 +329,7 @@ _HINTS = {
     "student.steps": "use 1 or 2",
     "dd2.csd.guidance_updates": "the guidance network must follow the generator: at least 1 update per generator update",
     "dd2.csd.precision": "use 'fp32', 'bf16' or 'auto'",
+    "dd2.csd.guidance_warmup_steps": "a count of guidance-only steps before the generator's first update, 0 or more",
     "dd2.gts.precision": "use 'fp32', 'bf16' or 'auto'",
     "sample.precision": "use 'fp32', 'bf16' or 'auto' (bf16 on CUDA, fp32 on the CPU)",
     "dd2.generator_init": "use 'ar_diffusion' (the paper's) or 'dd1' (the DD1 student, which needs dd1 in `methods`)",

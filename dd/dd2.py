@@ -104,10 +104,12 @@ def train_csd(generator: nn.Module, guidance: nn.Module, generator_loss_fn: CSDL
               progress: bool = True) -> nn.Module:
     """Stage 2: train `generator` and `guidance` in place; returns the generator's EMA (what is sampled).
 
-    Resumable like dd/training.py's loop: every `checkpoint_every` steps checkpoint.pt holds both networks, the
-    EMA, both optimisers, the step and `provenance`; a rerun under the same record continues from it, one under
-    another record (or from a damaged file) starts afresh and says why. Update u of step s draws from the
-    generator indexed (seed, s, u), so a resumed run makes exactly the updates an uninterrupted one makes.
+    The first `guidance_warmup_steps` steps update the guidance network alone, once each, on the generator's
+    samples; then each step makes K guidance updates and one generator update. Resumable like dd/training.py's
+    loop: every `checkpoint_every` steps checkpoint.pt holds both networks, the EMA, both optimisers, the step
+    and `provenance`; a rerun under the same record continues from it, one under another record (or from a
+    damaged file) starts afresh and says why. Update u of step s draws from the generator indexed (seed, s, u),
+    so a resumed run makes exactly the updates an uninterrupted one makes.
     """
     run_dir, log_path = Path(run_dir), Path(log_path)
     device = next(generator.parameters()).device
@@ -137,31 +139,36 @@ def train_csd(generator: nn.Module, guidance: nn.Module, generator_loss_fn: CSDL
         optimizer.step()
         return loss.item(), grad_norm.item()
 
-    started = time.time()
-    with progress_bar(f"{description} ({'bf16' if bf16 else 'fp32'})", config.train_steps, enabled=progress) as advance:
+    started, aligning, total = time.time(), config.guidance_warmup_steps, config.guidance_warmup_steps + config.train_steps
+    generator_row = (None, None)                          # logged as null until the generator's first update
+    with progress_bar(f"{description} ({'bf16' if bf16 else 'fp32'})", total, enabled=progress) as advance:
         advance(step)
-        while step < config.train_steps:
-            for u in range(config.guidance_updates):
+        while step < total:
+            updates = 1 if step < aligning else config.guidance_updates
+            for u in range(updates):
                 guidance_row = update(guidance_loss_fn, guidance, generator, guidance_optimizer,
                                       warmup(step, config.guidance_learning_rate, config.warmup_steps),
                                       indexed_generator(config.seed, step, stream=1 + u))
-            generator_row = update(generator_loss_fn, generator, guidance, generator_optimizer,
-                                   warmup(step, config.generator_learning_rate, config.warmup_steps),
-                                   indexed_generator(config.seed, step))
-            update_ema(ema, generator, min(config.ema_decay, (1 + step) / (10 + step)))
+            if step >= aligning:
+                generated = step - aligning                   # the generator's updates so far
+                generator_row = update(generator_loss_fn, generator, guidance, generator_optimizer,
+                                       warmup(generated, config.generator_learning_rate, config.warmup_steps),
+                                       indexed_generator(config.seed, step))
+                update_ema(ema, generator, min(config.ema_decay, (1 + generated) / (10 + generated)))
             step += 1
 
-            if step % config.log_every == 0 or step == config.train_steps:
+            if step % config.log_every == 0 or step == total:
                 log_rows.append({"step": step, "train/generator_loss": generator_row[0],
                                  "train/generator_grad_norm": generator_row[1],
                                  "train/guidance_loss": guidance_row[0],
+                                 "train/generator_updates": max(0, step - aligning),
                                  "train/examples": step * config.batch_size, "train/bf16": bf16,
                                  "train/seconds": round(time.time() - started, 2)})
-            if step % config.checkpoint_every == 0 or step == config.train_steps:
+            if step % config.checkpoint_every == 0 or step == total:
                 write_log(log_path, log_rows)
                 save_torch(run_dir / "checkpoint.pt", {name: part.state_dict() for name, part in parts.items()}
                            | {"step": step, "provenance": provenance})
-            advance(1, loss=generator_row[0])
+            advance(1, **({"loss": generator_row[0]} if generator_row[0] is not None else {}))
     return ema
 
 

@@ -1,4 +1,5 @@
 """DD2's stages (dd/dd2.py) and the raster family's networks (dd/raster/dd2.py), on micro models and a toy law."""
+import copy
 import dataclasses
 
 import pytest
@@ -178,12 +179,31 @@ def test_csd_moves_a_one_step_generator_to_the_teachers_law(tmp_path, toy_psi, c
     assert [row["step"] for row in read_log(tmp_path / "log.json")] == [50, 100, 150, 200, 250, 300]
 
 
+def test_guidance_warmup_moves_only_the_guidance_network(tmp_path, toy_psi):
+    """With guidance-only steps and no generator step, psi learns the generator's samples; G and its EMA stay."""
+    guidance, G = ToyDiffusion(), ToyGenerator(toy_psi)
+    guidance.load_state_dict(toy_psi.state_dict())
+    start = copy.deepcopy(G.state_dict())
+    config = dataclasses.replace(TOY_CSD, train_steps=0, guidance_warmup_steps=20, log_every=10)
+    ema = train_csd(G, guidance, *csd_losses(TOY, TOY_CODES, 1, 1, config.batch_size), config, tmp_path,
+                    tmp_path / "log.json", RECORD, progress=False)
+    assert all(torch.equal(start[k], v) for k, v in G.state_dict().items())
+    assert all(torch.equal(start[k], v) for k, v in ema.state_dict().items())
+    assert not all(torch.equal(a, b) for a, b in zip(toy_psi.state_dict().values(), guidance.state_dict().values()))
+    log = read_log(tmp_path / "log.json")
+    assert [(row["step"], row["train/generator_loss"], row["train/generator_updates"]) for row in log] == \
+        [(10, None, 0), (20, None, 0)]
+
+
 class Killed(Exception):
     pass
 
 
-def test_killed_csd_resumes_to_the_same_weights_and_other_params_start_afresh(tmp_path, toy_psi, capsys):
-    config = dataclasses.replace(TOY_CSD, train_steps=6, checkpoint_every=2, log_every=1)
+@pytest.mark.parametrize("aligning", [0, 3])
+def test_killed_csd_resumes_to_the_same_weights_and_other_params_start_afresh(tmp_path, toy_psi, capsys, aligning):
+    """Killed during its generator updates (after guidance-only steps, where asked), a rerun resumes to the same
+    networks as an uninterrupted run."""
+    config = dataclasses.replace(TOY_CSD, train_steps=6, checkpoint_every=2, log_every=1, guidance_warmup_steps=aligning)
 
     def run(folder, kill_at=None, record=RECORD):
         guidance, G = ToyDiffusion(), ToyGenerator(toy_psi)
@@ -207,7 +227,9 @@ def test_killed_csd_resumes_to_the_same_weights_and_other_params_start_afresh(tm
     assert "resuming from" in capsys.readouterr().out
     for a, b in zip(reference, resumed):
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    assert [row["step"] for row in read_log(tmp_path / "b.json")] == [1, 2, 3, 4, 5, 6]
+    log = read_log(tmp_path / "b.json")
+    assert [row["step"] for row in log] == list(range(1, 7 + aligning))
+    assert [row["train/generator_updates"] for row in log] == [max(0, s - aligning) for s in range(1, 7 + aligning)]
 
     afresh = run("b", record={"params": "other", "code": RECORD["code"]})
     assert "made with other params; starting this training afresh" in capsys.readouterr().out
