@@ -11,7 +11,8 @@ shrink) by changing num_pairs alone: the shards whose range is unchanged are kep
 On disk: webdataset tars of `shard_size` pairs (members KEY.noise.npy float32 (L, d), KEY.tokens.npy int16
 (L,), KEY.cls), each written to a temporary name and renamed when complete, then its checksum file
 (pairs-NNNNN.json: count and sha256); provenance.json, the record of the params and code that make the shards
-(dd/provenance.py); and manifest.json (counts and sha256 of every shard) written last. A rerun keeps a shard
+(dd/provenance.py); and manifest.json (counts and sha256 of every shard) written last. Readers take the tokens
+and regenerate the noise from (seed, i) (`Pairs`). A rerun keeps a shard
 only if the record is unchanged (everything that changes a pair's bytes: teacher, codebook, recipe, flow, seed,
 shard_size and the code; not num_pairs or batch_size) and the shard still matches its checksum; it redoes every
 other shard and says why. Readers accept only shards listed in the manifest with a matching checksum.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -98,8 +100,26 @@ def write_pairs(pair_map: PairMap, num_tokens: int, code_dim: int, num_classes: 
     return json.loads((out_dir / MANIFEST).read_text())
 
 
-def read_pairs(pairs_dir: Path) -> tuple[Tensor, Tensor, Tensor]:
-    """All pairs, checked against the manifest: noise (N, L, d) float32, tokens (N, L) int64, labels (N,)."""
+@dataclass(frozen=True)
+class Pairs:
+    """A pair set as its readers hold it: the tokens and classes, and the noise as a function of the pair index.
+
+    Pair i's noise is per_sample_noise(seed, i), which write_pairs drew and stored beside its tokens, so readers
+    regenerate it for the rows they use instead of holding it: at the paper's scale (1.2M pairs) VAR-d16's noise
+    (680 x 32 float32 a pair) is 104 GB, its tokens 1.6 GB. read_pairs checks the stored noise of the first pair
+    of every shard against the regenerated one, so a set drawn any other way is refused rather than misread."""
+    tokens: Tensor                  # (N, L) int64
+    labels: Tensor                  # (N,)
+    seed: int
+    code_dim: int
+
+    def noise(self, indices: Tensor) -> Tensor:
+        """The noise of pairs `indices` (B,) -> (B, L, d) float32, on the CPU."""
+        return per_sample_noise(self.seed, indices.tolist(), self.tokens.shape[1], self.code_dim)
+
+
+def read_pairs(pairs_dir: Path) -> Pairs:
+    """All pairs, checked against the manifest (counts, checksums, and the noise's seed)."""
     pairs_dir = Path(pairs_dir)
     manifest_path = pairs_dir / MANIFEST
     if not manifest_path.exists():
@@ -113,16 +133,22 @@ def read_pairs(pairs_dir: Path) -> tuple[Tensor, Tensor, Tensor]:
             raise CorruptPairsError(f"{path} is missing or does not match its checksum in {manifest_path}; delete it "
                                     "and rerun `dd pairs` to regenerate that shard")
         urls.append(str(path))
-    noise, tokens, labels = [], [], []
+    tokens, labels, code_dim = [], [], 0
     for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
-        noise.append(np.load(io.BytesIO(sample["noise.npy"])))
+        index = int(sample["__key__"])
+        if index % manifest["shard_size"] == 0:                          # each shard's first pair
+            stored = torch.from_numpy(np.load(io.BytesIO(sample["noise.npy"])))
+            code_dim = stored.shape[1]
+            if not torch.equal(stored, per_sample_noise(manifest["seed"], [index], *stored.shape)[0]):
+                raise CorruptPairsError(f"pair {index} in {pairs_dir} holds noise other than its seed's "
+                                        f"({manifest['seed']}); rerun `dd pairs` to regenerate the set")
         tokens.append(np.load(io.BytesIO(sample["tokens.npy"])))
         labels.append(int(sample["cls"]))
     if len(labels) != manifest["num_pairs"]:
         raise CorruptPairsError(f"{pairs_dir} holds {len(labels)} pairs, its manifest says {manifest['num_pairs']}; "
                                 "rerun `dd pairs`")
-    return (torch.from_numpy(np.stack(noise)), torch.from_numpy(np.stack(tokens).astype(np.int64)),
-            torch.tensor(labels, dtype=torch.long))
+    return Pairs(torch.from_numpy(np.stack(tokens).astype(np.int64)), torch.tensor(labels, dtype=torch.long),
+                 manifest["seed"], code_dim)
 
 
 # ---------------------------------------------------------------------------------------------------------

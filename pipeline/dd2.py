@@ -45,7 +45,8 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     parts = dd2_parts(config, layout, teacher, tokenizer)
     for teacher_steps in dd2.teacher_steps:      # sample_dd's hybrid rows: a bad value fails now, not after training
         parts.kept_tokens(teacher_steps)
-    _, tokens, labels = read_pairs(layout.pairs_dir)
+    pairs = read_pairs(layout.pairs_dir)
+    tokens, labels = pairs.tokens, pairs.labels
     probe_tokens, probe_labels = _teacher_samples(config, layout, teacher, tokenizer, progress)
 
     # Stage 1: GTS on the pair tokens.

@@ -18,8 +18,8 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
         torch.set_num_threads(config.latency.threads)
     device = compute_device()
     tokenizer = load_tokenizer(layout, device)
-    _, pair_tokens, pair_labels = read_pairs(layout.pairs_dir)
-    samplers = fast_samplers({**baseline_samplers(config, layout, pair_tokens, pair_labels),
+    pairs = read_pairs(layout.pairs_dir)
+    samplers = fast_samplers({**baseline_samplers(config, layout, pairs.tokens, pairs.labels),
                               **dd_samplers(config, layout)}, config.sample, device)
     results = {"threads": torch.get_num_threads(), "device": device.type, "student_steps": config.student.steps,
                **fast_path_mode(config.sample, device)}

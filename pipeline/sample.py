@@ -53,7 +53,8 @@ def save_samples(path, tokens: torch.Tensor, labels: torch.Tensor, images: np.nd
 
 
 def run(config: Config, layout: Layout, progress: bool = True) -> dict:
-    _, pair_tokens, pair_labels = read_pairs(layout.pairs_dir)
+    pairs = read_pairs(layout.pairs_dir)
+    pair_tokens, pair_labels = pairs.tokens, pairs.labels
     device = compute_device()
     tokenizer, (samplers, skips) = load_tokenizer(layout, device), _baselines(config, layout, pair_tokens, pair_labels)
     samplers = fast_samplers(samplers, config.sample, device)

@@ -32,7 +32,8 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
         return metrics
     teacher, codebook = load_frozen_teacher(layout), load_tokenizer(layout).codebook
     parts = student_family(layout.teacher).student_parts(teacher)
-    noise, tokens, labels = read_pairs(layout.pairs_dir)
+    pairs = read_pairs(layout.pairs_dir)
+    tokens, labels = pairs.tokens, pairs.labels
     timesteps = torch.tensor(config.student.timesteps)
     if timesteps.max() >= parts.num_timesteps:
         raise ValueError(f"student.timesteps {config.student.timesteps} must be below the teacher's "
@@ -47,7 +48,7 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
         # Each example is trained at one of the timesteps, drawn uniformly.
         drawn = timesteps[torch.randint(len(timesteps), (batch.size,), generator=batch.generator)]
         indices = batch.local(batch.indices)
-        inputs = map(on_device, (labels[indices], noise[indices], tokens[indices], codebook, batch.local(drawn)))
+        inputs = map(on_device, (labels[indices], pairs.noise(indices), tokens[indices], codebook, batch.local(drawn)))
         return parts.loss(model, *inputs, targets)
 
     provenance = record(stage_entry("student"), config.student.timesteps, config.student.target_width,
@@ -56,8 +57,8 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
                 layout.metrics_dir / "student_log.json", provenance, f"student {layout.teacher}", progress)
     # Measured on the first 1,000 training pairs: for llamagen-tiny 64,000 tokens at t = 0 (a standard error of
     # about 0.2%) and 32,000 at t = 32 (about 0.3%).
-    probe = slice(0, 1000)
-    probe_set = [on_device(x) for x in (codebook, noise[probe], tokens[probe], labels[probe])]
+    probe = torch.arange(min(1000, len(tokens)))
+    probe_set = [on_device(x) for x in (codebook, pairs.noise(probe), tokens[probe], labels[probe])]
     metrics = {f"token_agreement_t{t}": _agreement(parts, ema, *probe_set, t)
                for t in config.student.distinct_timesteps}
     save_weights(layout.student_dir / "model.pt", ema.state_dict(),

@@ -196,7 +196,8 @@ def smoke(device, num_pairs: int, student_steps: int) -> dict:
                     progress=False, device=device)
         torch.cuda.synchronize()
         report["pairs_seconds"] = time.perf_counter() - started
-        noise, tokens, labels = (t.to(device) for t in read_pairs(Path(folder)))
+        pairs = read_pairs(Path(folder))
+        noise, tokens, labels = (t.to(device) for t in (pairs.noise(torch.arange(len(pairs.tokens))), pairs.tokens, pairs.labels))
 
     student = DDStudent.from_teacher(teacher.float().cpu(), codebook).to(device)
     codebook = codebook.to(device)

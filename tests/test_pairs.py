@@ -1,8 +1,12 @@
 """Pair shards: reproducible bytes, resumption after a kill, and corrupt shards refused."""
 import functools
+import io
+import json
 
+import numpy as np
 import pytest
 import torch
+import webdataset as wds
 
 from dd.config import FlowConfig, PairsConfig, RecipeConfig
 from dd.pairs import CorruptPairsError, read_pairs, shard_name, write_pairs
@@ -36,9 +40,14 @@ def test_same_params_give_identical_shards_whatever_the_batch_size(tmp_path):
     _write(tmp_path / "b", batch_size=5)
     assert [s["count"] for s in manifest["shards"]] == [8, 8, 4]
     assert _shard_bytes(tmp_path / "a") == _shard_bytes(tmp_path / "b")
-    noise, tokens, labels = read_pairs(tmp_path / "a")
-    assert noise.shape == (20, MICRO.num_image_tokens, 4) and tokens.shape == (20, MICRO.num_image_tokens)
-    assert labels.tolist() == [i % MICRO.num_classes for i in range(20)]
+    pairs = read_pairs(tmp_path / "a")
+    assert pairs.tokens.shape == (20, MICRO.num_image_tokens) and pairs.code_dim == 4 and pairs.seed == 3
+    assert pairs.labels.tolist() == [i % MICRO.num_classes for i in range(20)]
+    # the readers' noise is what the shards store (read here straight from the tars)
+    stored = {int(s["__key__"]): np.load(io.BytesIO(s["noise.npy"]))
+              for s in wds.WebDataset([str(p) for p in sorted((tmp_path / "a").glob("pairs-*.tar"))], shardshuffle=False,
+                                      empty_check=False)}
+    assert torch.equal(pairs.noise(torch.arange(20)), torch.from_numpy(np.stack([stored[i] for i in range(20)])))
 
 
 def test_killed_run_resumes_keeping_complete_shards(tmp_path):
@@ -54,7 +63,7 @@ def test_killed_run_resumes_keeping_complete_shards(tmp_path):
     _write(tmp_path)
     assert (tmp_path / shard_name(0)).stat().st_mtime_ns == kept          # not redone
     assert {k: v for k, v in _shard_bytes(tmp_path).items()} == reference
-    assert len(read_pairs(tmp_path)[1]) == 20
+    assert len(read_pairs(tmp_path).tokens) == 20
 
 
 @pytest.mark.parametrize("other, reason", [(_record(params="params-b"), "was made with other params"),
@@ -82,7 +91,7 @@ def test_a_damaged_shard_of_a_complete_set_is_redone_and_accepted(tmp_path, caps
     assert f"{shard_name(1)} {why}" in capsys.readouterr().out
     assert _shard_bytes(tmp_path) == reference                                # redone byte for byte
     assert (tmp_path / shard_name(0)).stat().st_mtime_ns == kept              # the intact ones kept
-    assert len(read_pairs(tmp_path)[1]) == 20
+    assert len(read_pairs(tmp_path).tokens) == 20
 
 
 @pytest.mark.parametrize("change", [{"seed": 4}, {"shard_size": 4}])
@@ -108,8 +117,7 @@ def test_a_grown_or_shrunk_set_keeps_the_shards_whose_range_is_unchanged(tmp_pat
     manifest = _write(tmp_path, num_pairs=12)                                # 8, 4: shards 2 and 3 are removed
     assert [s["count"] for s in manifest["shards"]] == [8, 4]
     assert sorted(_shard_bytes(tmp_path)) == [shard_name(0), shard_name(1)]
-    noise, tokens, labels = read_pairs(tmp_path)
-    assert torch.equal(tokens, read_pairs(tmp_path / "fresh")[1][:12])
+    assert torch.equal(read_pairs(tmp_path).tokens, read_pairs(tmp_path / "fresh").tokens[:12])
 
 
 def test_corrupt_shard_is_refused_and_left_alone(tmp_path):
@@ -123,13 +131,23 @@ def test_corrupt_shard_is_refused_and_left_alone(tmp_path):
     assert path.read_bytes() == bytes(data)                                 # nothing overwritten
 
 
+def test_a_set_whose_noise_is_not_its_seeds_is_refused(tmp_path):
+    """Readers regenerate the noise from the manifest's seed, so one that disagrees with the shards is an error."""
+    _write(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "seed": manifest["seed"] + 1}))
+    with pytest.raises(CorruptPairsError, match="pair 0 in .* holds noise other than its seed's"):
+        read_pairs(tmp_path)
+
+
 def test_pairs_follow_the_teachers_law(tmp_path):
     """Token 0 of each pair is the flow map of eps_0 under p(. | class): its histogram matches p."""
     teacher = micro_teacher()
     config = PairsConfig(num_pairs=600, shard_size=600, batch_size=600, seed=0)
     recipe = RecipeConfig(cfg_scale=1.0)
     _write_with(tmp_path, teacher, micro_codebook(), recipe, FlowConfig(), config, _record())
-    _, tokens, labels = read_pairs(tmp_path)
+    pairs = read_pairs(tmp_path)
+    tokens, labels = pairs.tokens, pairs.labels
     from dd.raster.teacher import apply_recipe
     probs = apply_recipe(teacher(torch.tensor([0]), torch.zeros(1, 1, dtype=torch.long))[0], recipe)[0]
     observed = torch.bincount(tokens[labels == 0, 0], minlength=MICRO.vocab_size).float() / (labels == 0).sum()
@@ -163,8 +181,9 @@ def test_var_pairs_stage_gives_the_same_shards_whatever_the_batch_size(tmp_path)
         shards.append(_shard_bytes(layout.pairs_dir))
     assert list(shards[0]) == [shard_name(s) for s in range(3)] and shards[0] == shards[1]
 
-    noise, tokens, labels = read_pairs(layout.pairs_dir)
-    assert noise.shape == (11, 130, 8) and tokens.shape == (11, 130)
+    pairs = read_pairs(layout.pairs_dir)
+    tokens, labels = pairs.tokens, pairs.labels
+    assert pairs.code_dim == 8 and tokens.shape == (11, 130)
     config = config_from_dict(params)
     codebook = load_tokenizer(layout).codebook
     expected = scale_sequence_map(teacher, vqvae, codebook, config.recipe, config.flow, labels[9:],
