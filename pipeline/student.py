@@ -13,7 +13,7 @@ from dd.artifacts import load_frozen_teacher, load_tokenizer, teacher_weights
 from dd.checkpoint import file_sha256, save_json, save_weights
 from dd.config import Config
 from dd.dd1 import soft_targets
-from dd.device import compute_device
+from dd.device import compute_device, to_device
 from dd.families import StudentParts
 from dd.families.student import student_family
 from dd.layout import Layout
@@ -41,7 +41,7 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     device = compute_device()
     # No weight is random (the teacher's copies, zeros, the codebook), so nothing here needs the global seed.
     student = parts.build(teacher, codebook).to(device)   # the teacher's copy stays behind on the CPU
-    on_device = functools.partial(torch.Tensor.to, device=device)
+    on_device = functools.partial(to_device, device=device)
     targets = on_device(soft_targets(codebook, config.student.target_width))     # (V, V)
 
     def loss_fn(model, batch):
