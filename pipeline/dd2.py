@@ -82,10 +82,12 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
 
 def _teacher_samples(config: Config, layout: Layout, teacher, tokenizer, progress: bool):
     """PROBE_SAMPLES teacher samples under the recipe, of a seed no other set uses (pairs.seed + 1000)."""
-    sampler = sampling_family(layout.teacher).teacher_sampler(teacher, tokenizer, config.recipe)
-    return run_sampler(fast_sampler(sampler, config.sample, compute_device()), range(PROBE_SAMPLES), config.pairs.seed + 1000, tokenizer.num_tokens,
+    device = compute_device()
+    sampler = fast_sampler(sampling_family(layout.teacher).teacher_sampler(teacher, tokenizer, config.recipe),
+                           config.sample, device)
+    return run_sampler(sampler, range(PROBE_SAMPLES), config.pairs.seed + 1000, tokenizer.num_tokens,
                        tokenizer.codebook.shape[1], teacher_classes(layout), config.sample.batch_size,
-                       "teacher samples (DD2 figures)", progress, device=compute_device())
+                       "teacher samples (DD2 figures)", progress, device=device)
 
 
 @torch.no_grad()

@@ -4,8 +4,8 @@ import torch
 from dd.artifacts import load_tokenizer, teacher_classes
 from dd.checkpoint import save_json
 from dd.config import Config
-from dd.fast_path import fast_path_mode, fast_samplers
 from dd.device import compute_device
+from dd.fast_path import fast_path_mode, fast_samplers
 from dd.latency import time_methods
 from dd.layout import Layout
 from dd.pairs import read_pairs

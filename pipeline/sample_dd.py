@@ -12,9 +12,9 @@ from dd.config import Config, StudentConfig, dd2_method, dd_method
 from dd.dd2 import sample_dd2
 from dd.device import compute_device
 from dd.families.dd2 import dd2_parts
-from dd.fast_path import fast_samplers
 from dd.families.sampling import sampling_family
 from dd.families.student import load_student, student_family
+from dd.fast_path import fast_samplers
 from dd.layout import Layout
 from dd.sampling import Sampler, run_sampler
 from pipeline.sample import save_samples

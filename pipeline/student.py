@@ -43,13 +43,15 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     student = parts.build(teacher, codebook).to(device)   # the teacher's copy stays behind on the CPU
     on_device = functools.partial(to_device, device=device)
     targets = on_device(soft_targets(codebook, config.student.target_width))     # (V, V)
+    codes = on_device(codebook)                                                  # (V, d), moved once
 
     def loss_fn(model, batch):
         # Each example is trained at one of the timesteps, drawn uniformly.
         drawn = timesteps[torch.randint(len(timesteps), (batch.size,), generator=batch.generator)]
         indices = batch.local(batch.indices)
-        inputs = map(on_device, (labels[indices], pairs.noise(indices), tokens[indices], codebook, batch.local(drawn)))
-        return parts.loss(model, *inputs, targets)
+        rows = map(on_device, (labels[indices], pairs.noise(indices), tokens[indices], batch.local(drawn)))
+        batch_labels, batch_noise, batch_tokens, batch_timesteps = rows
+        return parts.loss(model, batch_labels, batch_noise, batch_tokens, codes, batch_timesteps, targets)
 
     provenance = record(stage_entry("student"), config.student.timesteps, config.student.target_width,
                         config.student.train, file_sha256(layout.pairs_dir / MANIFEST), file_sha256(teacher_weights(layout)))
@@ -58,7 +60,7 @@ def run(config: Config, layout: Layout, progress: bool = True) -> dict:
     # Measured on the first 1,000 training pairs: for llamagen-tiny 64,000 tokens at t = 0 (a standard error of
     # about 0.2%) and 32,000 at t = 32 (about 0.3%).
     probe = torch.arange(min(1000, len(tokens)))
-    probe_set = [on_device(x) for x in (codebook, pairs.noise(probe), tokens[probe], labels[probe])]
+    probe_set = [codes, *(on_device(x) for x in (pairs.noise(probe), tokens[probe], labels[probe]))]
     metrics = {f"token_agreement_t{t}": _agreement(parts, ema, *probe_set, t)
                for t in config.student.distinct_timesteps}
     save_weights(layout.student_dir / "model.pt", ema.state_dict(),

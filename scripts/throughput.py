@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from dd.config import resolve
 from dd.device import compute_device
-from dd.seeding import balanced_labels, per_sample_noise
+from dd.latency import time_methods
 from gpu_check import samplers                     # sibling scripts, run from here
 from published_pipeline import published_pipeline, repository_sections, small_counts
 
@@ -74,20 +72,9 @@ def teacher_throughput(preset: str, batch_size: int, batches: int) -> float:
     a warm-up batch (on CUDA that batch captures the graph)."""
     device = compute_device()
     named, num_tokens, code_dim, num_classes = samplers(preset, device)
-    teacher = named["teacher_stage"]
-    labels = balanced_labels(range(batch_size), num_classes).to(device)
-    noise = per_sample_noise(0, range(batch_size), num_tokens, code_dim).to(device)
-    times = []
-    for repeat in range(batches + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        teacher(labels, noise)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if repeat:
-            times.append(time.perf_counter() - started)
-    return batch_size / statistics.median(times)
+    seconds = time_methods({"teacher": named["teacher_stage"]}, lambda tokens: tokens, batch_size, num_tokens, code_dim,
+                           num_classes, batches, device)                      # per image, tokens only (no decoding)
+    return 1 / seconds["teacher"]
 
 
 def main() -> None:
