@@ -104,3 +104,26 @@ def test_flow_speed_benchmark_runs_and_every_variant_picks_the_same_tokens():
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line for line in done.stdout.splitlines() if "same tokens" in line]
     assert len(rows) == 4 and all(line.endswith("same tokens: True") for line in rows), done.stdout
+
+
+def test_flow_accuracy_benchmark_reports_agreement_at_the_published_codebooks():
+    """scripts/flow_accuracy.py at a tiny size: the stand-in codebooks have the tokenizers' normalisation, and a
+    solve at the reference's own step count agrees with it exactly while a 2-step solve does not."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    from flow_accuracy import standin_codebook
+    generator = torch.Generator().manual_seed(0)
+    unit_norm, layout = standin_codebook("llamagen-b", generator)
+    assert unit_norm.shape == (16384, 8) and layout == "unit-norm"
+    assert torch.allclose(unit_norm.norm(dim=-1), torch.ones(16384), atol=1e-5)
+    unit_variance, layout = standin_codebook("var-d16", generator)
+    assert unit_variance.shape == (4096, 32) and abs(unit_variance.var(0).mean().item() - 1) < 1e-4
+
+    script = Path(__file__).parents[1] / "scripts" / "flow_accuracy.py"
+    done = subprocess.run([sys.executable, str(script), "--presets", "var-d16", "--rows", "300", "--steps", "2",
+                           "--steps", "40", "--fine-steps", "40", "--logit-std", "2"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [row] = [line for line in done.stdout.splitlines() if line.startswith("var-d16")]
+    coarse, same = [float(cell.rstrip("%")) for cell in row.split() if cell.endswith("%")]
+    assert same == 100.0 and coarse < 100.0, row
+    assert done.stdout.strip().endswith("fewest steps at >= 99.9% in every setting: 40"), done.stdout
