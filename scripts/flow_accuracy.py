@@ -66,13 +66,12 @@ def main(presets: list[str] = typer.Option(["llamagen-b", "var-d16"], "--presets
             probs = sampling_probs(logits, recipe)
             entropy = -(probs * probs.clamp_min(1e-30).log()).sum(-1).mean().item()
             eps = torch.randn(rows, codebook.shape[1], generator=generator)                 # (rows, d)
-            support = recipe.top_k if recipe.top_k > 0 else 0
             start = time.perf_counter()
-            fine = flow_map(eps, probs, codebook, num_steps=fine_steps, support_size=support)
+            fine = flow_map(eps, probs, codebook, num_steps=fine_steps, support_size=recipe.top_k)
             seconds = time.perf_counter() - start
             shares = []
             for s in steps:
-                share = (flow_map(eps, probs, codebook, num_steps=s, support_size=support) == fine).double().mean().item()
+                share = (flow_map(eps, probs, codebook, num_steps=s, support_size=recipe.top_k) == fine).double().mean().item()
                 worst[s] = min(worst[s], share)
                 shares.append(share)
             print(f"{preset:11s} {f'{len(codebook)}x{codebook.shape[1]} {layout}':>16s} "
